@@ -1,0 +1,3 @@
+from nursery.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Transports: REST, /ws, health and metrics. They translate; the service layer decides."""

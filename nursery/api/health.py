@@ -1,0 +1,40 @@
+"""Liveness and readiness.
+
+/healthz: the process answers. /readyz: this instance should get traffic: not draining and the
+database answers (503 with Retry-After otherwise, so Caddy's health check moves traffic away).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+from quart import Blueprint, Response
+
+from nursery.api.errors import error_response
+from nursery.api.rest import json_response
+from nursery.errors import StoreUnavailable
+from nursery.stores.base import Store
+
+READY_CHECK_TIMEOUT = 2.0
+
+
+def health_blueprint(store: Store, draining: Callable[[], bool], instance: str) -> Blueprint:
+    health = Blueprint("health", __name__)
+
+    @health.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok", "instance": instance})
+
+    @health.get("/readyz")
+    async def readyz() -> Response:
+        if draining():
+            return error_response(503, "draining", "this instance is shutting down", retry_after=1)
+        try:
+            with trio.fail_after(READY_CHECK_TIMEOUT):
+                await store.ping()
+        except (StoreUnavailable, trio.TooSlowError):
+            return error_response(503, "store_unavailable", "the database is unavailable", retry_after=2)
+        return json_response({"status": "ready", "instance": instance})
+
+    return health

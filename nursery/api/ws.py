@@ -1,0 +1,54 @@
+"""/ws: the sync protocol over Quart's websocket. Only adapts; ``service.sync`` decides."""
+
+from __future__ import annotations
+
+from quart import Blueprint, websocket
+
+from nursery.pubsub.hub import Hub
+from nursery.service.accounts import Accounts
+from nursery.service.sync import SyncLimits, SyncSession, TransportClosed
+from nursery.service.todos import Todos
+
+
+class QuartTransport:
+    """Quart cancels the handler when the peer disconnects; errors on a dead socket are
+    reported as ``TransportClosed``."""
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await websocket.receive()
+        except (OSError, RuntimeError) as exc:
+            raise TransportClosed() from exc
+
+    async def send(self, text: str) -> None:
+        try:
+            await websocket.send(text)
+        except (OSError, RuntimeError) as exc:
+            raise TransportClosed() from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        try:
+            await websocket.close(code, reason)
+        except (OSError, RuntimeError) as exc:
+            raise TransportClosed() from exc
+
+
+def ws_blueprint(
+    accounts: Accounts, todos: Todos, hub: Hub, instance: str, limits: SyncLimits
+) -> Blueprint:
+    ws = Blueprint("ws", __name__)
+
+    @ws.websocket("/ws")
+    async def sync() -> None:
+        await websocket.accept()
+        session = SyncSession(
+            QuartTransport(),
+            authenticate=accounts.authenticate,
+            read_changes=lambda who, since, limit: todos.changes(who, since, limit),
+            hub=hub,
+            instance=instance,
+            limits=limits,
+        )
+        await session.run()
+
+    return ws

@@ -1,0 +1,122 @@
+"""Wiring: the services of one instance, their background tasks, and the Quart-Trio app.
+
+``open_services`` owns the store and broker connections; ``run_background`` owns the tasks
+that live as long as the instance (broker subscription, presence upkeep, tombstone purge);
+``create_app`` builds a fresh app (Quart apps are single-use) around them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+from quart_trio import QuartTrio
+
+from nursery.api.errors import install_error_handlers
+from nursery.api.health import health_blueprint
+from nursery.api.rest import rest_blueprint
+from nursery.api.ws import ws_blueprint
+from nursery.config import Settings
+from nursery.errors import StoreUnavailable
+from nursery.pubsub import open_broker
+from nursery.pubsub.broker import Broker, Presence
+from nursery.pubsub.hub import Hub
+from nursery.service.accounts import Accounts
+from nursery.service.notify import Notifier
+from nursery.service.sync import SyncLimits
+from nursery.service.todos import Todos
+from nursery.service.tokens import TokenSigner
+from nursery.stores.base import Store
+from nursery.stores.postgres import open_postgres_store
+
+log = logging.getLogger(__name__)
+
+PURGE_PERIOD = 3600.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    broker: Broker
+    presence: Presence
+    hub: Hub
+    notifier: Notifier
+    accounts: Accounts
+    todos: Todos
+    draining: bool = False
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, database_url: str, secret_key: str
+) -> AsyncIterator[Services]:
+    """Connect to the store and broker (inside a trio-asyncio loop); close them on exit."""
+    async with (
+        open_postgres_store(
+            database_url, pool_size=settings.db_pool_size, timeout=settings.db_timeout
+        ) as store,
+        open_broker(settings) as (broker, presence),
+    ):
+        notifier = Notifier(broker)
+        tokens = TokenSigner(secret_key, settings.token_max_age)
+        yield Services(
+            settings=settings,
+            store=store,
+            broker=broker,
+            presence=presence,
+            hub=Hub(broker, presence, presence_ttl=settings.presence_ttl),
+            notifier=notifier,
+            accounts=Accounts(
+                store, tokens, notifier, presence,
+                password_min_length=settings.password_min_length,
+            ),
+            todos=Todos(store, notifier),
+        )
+
+
+async def run_background(
+    services: Services, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The instance's long-lived tasks; started once the broker subscription is live."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(services.broker.subscribe, services.hub.deliver)
+        await nursery.start(services.hub.keep_presence)
+        nursery.start_soon(_purge_tombstones, services)
+        task_status.started()
+
+
+async def _purge_tombstones(services: Services) -> None:
+    retention = services.settings.tombstone_retention
+    while True:
+        try:
+            purged = await services.store.purge_tombstones(retention)
+            if purged:
+                log.info("purged %d tombstones older than %.0f s", purged, retention)
+        except StoreUnavailable as exc:
+            log.warning("tombstone purge skipped: %s", exc)
+        await trio.sleep(min(PURGE_PERIOD, retention / 2))
+
+
+def create_app(services: Services) -> QuartTrio:
+    settings = services.settings
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
+    install_error_handlers(app)
+    limits = SyncLimits(
+        hello_timeout=settings.ws_hello_timeout,
+        ping_interval=settings.ws_ping_interval,
+        ping_timeout=settings.ws_ping_timeout,
+        send_timeout=settings.ws_send_timeout,
+        queue_size=settings.ws_queue_size,
+    )
+    draining: Callable[[], bool] = lambda: services.draining
+    app.register_blueprint(rest_blueprint(services.accounts, services.todos))
+    app.register_blueprint(ws_blueprint(services.accounts, services.todos, services.hub, settings.name, limits))
+    app.register_blueprint(health_blueprint(services.store, draining, settings.name))
+    return app

@@ -1,0 +1,83 @@
+"""The command line: ``nursery serve`` (and, as they land, ``cluster`` and ``watch``).
+
+Exit status: 0 after a clean shutdown, 1 when startup fails (the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from nursery.config import Settings
+from nursery.errors import NurseryError
+from nursery.server import Lifecycle, serve
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nursery",
+        description="A realtime backend for a multi-device todo app.",
+        epilog="environment variables (flags win):\n" + Settings.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run one instance")
+    run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on (default 4000)")
+    run.add_argument("--data-dir", type=Path, help="embedded database and secret (default ./.nursery)")
+    return parser
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    lifecycle = Lifecycle()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signals() -> None:
+                async for signum in signals:
+                    logging.getLogger("nursery").info("received %s", signal.Signals(signum).name)
+                    lifecycle.request_stop()
+
+            nursery.start_soon(stop_on_signals)
+            await serve(settings, lifecycle)
+            nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env(
+        **{k: v for k, v in vars(args).items() if k in {"host", "port", "data_dir"}}
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {settings.name} %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        try:
+            trio.run(_serve_until_signalled, settings)
+        except BaseException as exc:
+            reason = _startup_failure(exc)
+            if reason is None:
+                raise
+            print(f"nursery: cannot start: {reason}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _startup_failure(exc: BaseException) -> str | None:
+    """The reason to print for a failure we expect (possibly inside exception groups)."""
+    if isinstance(exc, NurseryError):
+        return exc.message
+    if isinstance(exc, SystemExit) and isinstance(exc.code, str):
+        return exc.code.removeprefix("nursery: ")
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            reason = _startup_failure(inner)
+            if reason is not None:
+                return reason
+    return None

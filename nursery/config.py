@@ -1,0 +1,123 @@
+"""One typed settings object, read from the environment once and passed down.
+
+Every field can be set as ``NURSERY_<FIELD>`` (e.g. ``NURSERY_DATABASE_URL``); command-line
+flags override the environment. Durations are in seconds, sizes in bytes. ``nursery --help``
+prints this table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "NURSERY_"
+
+
+def _doc(text: str) -> Any:
+    return {"doc": text}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
+    port: int = field(default=4000, metadata=_doc("port to listen on"))
+    data_dir: Path = field(
+        default=Path(".nursery"),
+        metadata=_doc("embedded database and generated secret live here"),
+    )
+    database_url: str | None = field(
+        default=None,
+        metadata=_doc("PostgreSQL URL; unset: start a private PostgreSQL in the data dir"),
+    )
+    redis_url: str | None = field(
+        default=None,
+        metadata=_doc("Redis URL for the broker between instances; unset: in-process broker"),
+    )
+    secret_key: str | None = field(
+        default=None,
+        metadata=_doc("token signing key; unset: generated and kept in the data dir"),
+    )
+    instance_name: str | None = field(
+        default=None, metadata=_doc("name shown to clients; default host:port")
+    )
+    token_max_age: float = field(default=30 * 86400, metadata=_doc("token lifetime"))
+    tombstone_retention: float = field(
+        default=7 * 86400, metadata=_doc("how long deleted todos are remembered for resume")
+    )
+    max_body_bytes: int = field(default=64 * 1024, metadata=_doc("largest request body"))
+    ws_max_message_bytes: int = field(default=64 * 1024, metadata=_doc("largest ws frame"))
+    ws_queue_size: int = field(
+        default=256, metadata=_doc("events queued per websocket before it is closed as slow")
+    )
+    ws_send_timeout: float = field(
+        default=10.0, metadata=_doc("a websocket write blocked this long closes it as slow")
+    )
+    ws_hello_timeout: float = field(default=5.0, metadata=_doc("time to send hello"))
+    ws_ping_interval: float = field(default=20.0, metadata=_doc("server ping period"))
+    ws_ping_timeout: float = field(
+        default=20.0, metadata=_doc("silence after a ping that closes a websocket")
+    )
+    presence_ttl: float = field(
+        default=15.0, metadata=_doc("a crashed instance's devices drop from presence after this")
+    )
+    drain_delay: float = field(
+        default=0.0,
+        metadata=_doc("on SIGTERM, answer /readyz 503 this long before closing the listener"),
+    )
+    shutdown_timeout: float = field(
+        default=15.0, metadata=_doc("deadline for the whole graceful shutdown")
+    )
+    db_pool_size: int = field(default=10, metadata=_doc("PostgreSQL connections per instance"))
+    db_timeout: float = field(default=5.0, metadata=_doc("timeout of one store operation"))
+    broker_timeout: float = field(default=3.0, metadata=_doc("timeout of one broker operation"))
+    password_min_length: int = field(default=8, metadata=_doc("shortest accepted password"))
+    log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING, ERROR"))
+
+    @property
+    def name(self) -> str:
+        return self.instance_name or f"{self.host}:{self.port}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every field from ``NURSERY_<FIELD>``; ``overrides`` (non-None) win.
+
+        A value that does not parse fails loudly with the variable's name.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            key = ENV_PREFIX + f.name.upper()
+            if key in environ and environ[key] != "":
+                values[f.name] = _parse(key, environ[key], f.default)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> str:
+        lines = []
+        for f in dataclasses.fields(cls):
+            default = "" if f.default is None else f" (default {f.default})"
+            lines.append(f"  {ENV_PREFIX + f.name.upper():32} {f.metadata['doc']}{default}")
+        return "\n".join(lines)
+
+
+def _parse(key: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise SystemExit(f"nursery: {key}={raw!r} is not a valid {type(default).__name__}")

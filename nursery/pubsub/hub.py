@@ -1,0 +1,191 @@
+"""The hub: this process's live connections, by user, and the routing of broker deliveries.
+
+The broker calls ``deliver`` synchronously; the hub hands each event to the subscribers of its
+user with ``offer``, which never blocks (a subscriber whose bounded queue is full closes
+itself as too slow). So one slow device never delays anyone else.
+
+Presence is kept here too: the hub refreshes its sessions' presence entries every ttl/3 and
+recomputes a user's online list when told something changed (a connect, a disconnect, an
+entry that expired after an instance crashed), pushing it to that user's subscribers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from nursery.errors import BrokerUnavailable
+from nursery.pubsub import events
+from nursery.pubsub.broker import Broker, Delivery, Message, Presence, Resubscribed
+from nursery.pubsub.protocol import UNAUTHENTICATED
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Refill:
+    """Changes may have been missed (the broker reconnected): re-read from the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineNow:
+    online: tuple[str, ...]
+
+
+Item = events.TodoChanged | events.SessionChanged | OnlineNow | Refill
+
+
+class Subscriber(Protocol):
+    user_id: str
+    session_id: str
+
+    def offer(self, item: Item) -> None:
+        """Queue ``item`` without blocking; a full queue closes the subscriber as too slow."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the subscriber to end with this close code (does not block)."""
+
+
+class Hub:
+    def __init__(self, broker: Broker, presence: Presence, *, presence_ttl: float) -> None:
+        self._broker = broker
+        self._presence = presence
+        self._ttl = presence_ttl
+        self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        self._online: dict[str, tuple[str, ...]] = {}
+        self._stale_presence: set[str] = set()
+        self._presence_wakeup = trio.Event()
+        self._closed_with: tuple[int, str] | None = None
+        self.undecodable = 0
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def attach(self, subscriber: Subscriber) -> None:
+        self._subscribers[subscriber.user_id].add(subscriber)
+        if self._closed_with is not None:  # joined while the instance shuts down
+            subscriber.close(*self._closed_with)
+
+    def detach(self, subscriber: Subscriber) -> None:
+        peers = self._subscribers.get(subscriber.user_id)
+        if peers is not None:
+            peers.discard(subscriber)
+            if not peers:
+                del self._subscribers[subscriber.user_id]
+                self._online.pop(subscriber.user_id, None)
+
+    def has_session(self, user_id: str, session_id: str) -> bool:
+        return any(s.session_id == session_id for s in self._subscribers.get(user_id, ()))
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(s) for s in self._subscribers.values())
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection, and any that joins from now on."""
+        self._closed_with = (code, reason)
+        for peers in list(self._subscribers.values()):
+            for subscriber in list(peers):
+                subscriber.close(code, reason)
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def deliver(self, delivery: Delivery) -> None:
+        """Called by the broker for every message; never blocks."""
+        if isinstance(delivery, Resubscribed):
+            log.warning("broker resubscribed: every connection refills from the store")
+            for peers in list(self._subscribers.values()):
+                for subscriber in list(peers):
+                    subscriber.offer(Refill())
+            self._stale_presence.update(self._subscribers)
+            self._presence_wakeup.set()
+            return
+        assert isinstance(delivery, Message)
+        try:
+            event = events.decode(delivery.payload)
+        except (ValueError, KeyError, TypeError):
+            self.undecodable += 1
+            log.warning("ignoring an undecodable broker message")
+            return
+        peers = self._subscribers.get(event.user_id)
+        if not peers:
+            return
+        if isinstance(event, events.PresenceChanged):
+            self.presence_changed(event.user_id)
+            return
+        for subscriber in list(peers):
+            if (
+                isinstance(event, events.SessionChanged)
+                and event.op == "revoked"
+                and subscriber.session_id == event.session_id
+            ):
+                subscriber.close(UNAUTHENTICATED, "session revoked")
+            else:
+                subscriber.offer(event)
+
+    # -- presence -----------------------------------------------------------------------------
+
+    def presence_changed(self, user_id: str) -> None:
+        self._stale_presence.add(user_id)
+        self._presence_wakeup.set()
+
+    async def keep_presence(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Owned by the app's nursery, runs until cancelled.
+
+        Every ttl/3: refresh this instance's entries and recheck every local user (so entries
+        of a crashed instance disappear from the lists within about ttl). In between: recheck
+        users marked stale as soon as they are.
+        """
+        task_status.started()
+        period = self._ttl / 3
+        next_refresh = trio.current_time()
+        while True:
+            if trio.current_time() >= next_refresh:
+                await self._refresh_entries()
+                self._stale_presence.update(self._subscribers)
+                next_refresh = trio.current_time() + period
+            await self._push_online_lists()
+            with trio.move_on_at(next_refresh):
+                await self._presence_wakeup.wait()
+            self._presence_wakeup = trio.Event()
+
+    async def _refresh_entries(self) -> None:
+        entries = {
+            user: {s.session_id for s in peers} for user, peers in self._subscribers.items()
+        }
+        try:
+            await self._presence.refresh(entries, self._ttl)
+        except BrokerUnavailable as exc:
+            log.warning("presence not refreshed: %s", exc)
+
+    async def _push_online_lists(self) -> None:
+        stale, self._stale_presence = self._stale_presence, set()
+        for user_id in stale:
+            if user_id not in self._subscribers:
+                continue
+            try:
+                online = tuple(sorted(await self._presence.online(user_id)))
+            except BrokerUnavailable as exc:
+                log.warning("presence not read: %s", exc)
+                continue
+            if self._online.get(user_id) != online and user_id in self._subscribers:
+                self._online[user_id] = online
+                for subscriber in list(self._subscribers[user_id]):
+                    subscriber.offer(OnlineNow(online))
+
+    async def announce(self, user_id: str, session_id: str, *, connected: bool) -> None:
+        """Record a connect or disconnect of ``session_id`` here and in shared presence, and
+        tell the other instances to recheck. Broker trouble is logged, not raised: presence
+        heals at the next refresh."""
+        try:
+            if connected:
+                await self._presence.refresh({user_id: {session_id}}, self._ttl)
+            elif not self.has_session(user_id, session_id):
+                await self._presence.remove(user_id, session_id)
+            await self._broker.publish(events.encode(events.PresenceChanged(user_id)))
+        except BrokerUnavailable as exc:
+            log.warning("presence not announced: %s", exc)
+        self.presence_changed(user_id)

@@ -1,0 +1,134 @@
+"""One instance's lifetime: trio → trio-asyncio loop → database → services → Hypercorn.
+
+Graceful shutdown (DESIGN.md), all under ``shutdown_timeout``:
+  request → /readyz answers 503 → ``drain_delay`` (the load balancer notices) → stop accepting
+  → every websocket closed with 1012 → in-flight requests finish → background tasks and pools
+  close. A second request (second SIGTERM) or the deadline cancels what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from nursery.app import Services, create_app, open_services, run_background
+from nursery.config import Settings
+from nursery.pubsub.protocol import RESTARTING
+from nursery.stores.embedded import open_private_postgres
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle:
+    """How the outside (signals, tests) asks an instance to stop."""
+
+    def __init__(self) -> None:
+        self.stop_requested = trio.Event()
+        self.stop_accepting = trio.Event()
+        self.stop_now = trio.Event()
+
+    def request_stop(self) -> None:
+        """First call: graceful shutdown. Second call: cancel what is left."""
+        if self.stop_requested.is_set():
+            self.stop_now.set()
+        self.stop_requested.set()
+
+
+def resolve_secret(settings: Settings) -> str:
+    """The configured key; for the embedded default, one generated once and kept."""
+    if settings.secret_key:
+        return settings.secret_key
+    if settings.database_url:
+        raise SystemExit(
+            "nursery: NURSERY_SECRET_KEY is required with NURSERY_DATABASE_URL"
+            " (every instance must sign tokens with the same key)"
+        )
+    path = Path(settings.data_dir) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+@asynccontextmanager
+async def open_database(settings: Settings) -> AsyncIterator[str]:
+    if settings.database_url:
+        yield settings.database_url
+        return
+    async with open_private_postgres(Path(settings.data_dir).resolve()) as url:
+        yield url
+
+
+def hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.graceful_timeout = settings.shutdown_timeout
+    config.websocket_max_message_size = settings.ws_max_message_bytes
+    config.include_server_header = False
+    config.accesslog = None
+    return config
+
+
+async def serve(
+    settings: Settings,
+    lifecycle: Lifecycle,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run one instance until ``lifecycle`` asks it to stop; ``task_status.started`` with the
+    bound addresses once it accepts requests. Raises ``NurseryError`` if startup fails."""
+    secret_key = resolve_secret(settings)
+    async with (
+        trio_asyncio.open_loop(),
+        open_database(settings) as database_url,
+        open_services(settings, database_url, secret_key) as services,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(run_background, services)
+        binds = await nursery.start(_serve_http, services, lifecycle, nursery.cancel_scope)
+        nursery.start_soon(_shut_down_when_asked, services, lifecycle, nursery.cancel_scope)
+        log.info("instance %s ready on %s", settings.name, ", ".join(binds))
+        task_status.started(binds)
+
+
+async def _serve_http(
+    services: Services,
+    lifecycle: Lifecycle,
+    owner: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await hypercorn_serve(
+        create_app(services),
+        hypercorn_config(services.settings),
+        shutdown_trigger=lifecycle.stop_accepting.wait,
+        task_status=task_status,
+    )
+    owner.cancel()  # HTTP is done: the background tasks go too
+
+
+async def _shut_down_when_asked(
+    services: Services, lifecycle: Lifecycle, owner: trio.CancelScope
+) -> None:
+    await lifecycle.stop_requested.wait()
+    settings = services.settings
+    owner.deadline = trio.current_time() + settings.shutdown_timeout
+    services.draining = True
+    log.info("draining: /readyz answers 503 for %.1f s before the listener closes", settings.drain_delay)
+    with trio.move_on_after(settings.drain_delay):
+        await lifecycle.stop_now.wait()
+    lifecycle.stop_accepting.set()
+    services.hub.close_all(RESTARTING, "server restarting")
+    await lifecycle.stop_now.wait()
+    log.warning("stopping at once: a second stop request")
+    owner.cancel()

@@ -1,0 +1,1 @@
+"""What the product does, shared by REST, GraphQL and /ws. No sockets, no drivers."""

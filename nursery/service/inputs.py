@@ -1,0 +1,110 @@
+"""Validated input: what REST and GraphQL accept, checked once, here (pydantic, strict JSON).
+
+Unknown fields are refused (a typo must not be silently ignored), strings are bounded, and
+every failure becomes ``InvalidInput`` with per-field details, or ``MalformedInput`` when the
+body is not a JSON object at all.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from nursery.errors import InvalidInput, MalformedInput
+from nursery.models import TodoDraft, TodoPatch
+
+MAX_TITLE = 500
+MAX_NOTES = 10_000
+MAX_TAGS = 20
+MAX_TAG = 50
+MAX_DEVICE = 100
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE)]
+Notes = Annotated[str, StringConstraints(max_length=MAX_NOTES)]
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
+Device = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DEVICE)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Credentials(_Input):
+    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    device: Device | None = None
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)  # a due date without a zone is taken as UTC
+    return moment
+
+
+class NewTodo(_Input):
+    title: Title
+    notes: Notes = ""
+    done: bool = False
+    due: datetime | None = None
+    tags: Tags = []
+
+    def draft(self) -> TodoDraft:
+        return TodoDraft(self.title, self.notes, self.done, _utc(self.due), tuple(self.tags))
+
+
+class TodoChanges(_Input):
+    title: Title | None = None
+    notes: Notes | None = None
+    done: bool | None = None
+    due: datetime | None = None
+    tags: Tags | None = None
+    if_rev: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("title", "notes", "done", "tags")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may not be null")
+        return value
+
+    def patch(self) -> TodoPatch:
+        given = self.model_fields_set - {"if_rev"}
+        fields = {name: getattr(self, name) for name in given}
+        if "due" in fields:
+            fields["due"] = _utc(fields["due"])
+        if "tags" in fields:
+            fields["tags"] = tuple(fields["tags"])
+        return TodoPatch(fields, self.if_rev)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_json(model: type[M], body: bytes | str) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise _translate(exc) from None
+
+
+def parse_object(model: type[M], data: Any) -> M:
+    """For input that is already decoded (GraphQL arguments)."""
+    try:
+        return model.model_validate(data, strict=False)
+    except ValidationError as exc:
+        raise _translate(exc) from None
+
+
+def _translate(exc: ValidationError) -> InvalidInput | MalformedInput:
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(e["type"] in {"json_invalid", "json_type"} for e in errors) or (
+        errors and errors[0]["type"] == "model_type"
+    ):
+        return MalformedInput("the body must be a JSON object")
+    details = [
+        {"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]} for e in errors
+    ]
+    return InvalidInput("some fields are not valid", details=details)

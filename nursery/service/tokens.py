@@ -1,0 +1,32 @@
+"""Bearer tokens: a signed, timestamped session id (itsdangerous).
+
+A token only names a session; whether that session is still live is checked in the store on
+every use, so revocation takes effect at once.
+"""
+
+from __future__ import annotations
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+from nursery.errors import Unauthenticated
+
+
+class TokenSigner:
+    def __init__(self, secret_key: str, max_age: float) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt="nursery.session")
+        self._max_age = max_age
+
+    def issue(self, session_id: str) -> str:
+        return self._serializer.dumps(session_id)
+
+    def session_id(self, token: str) -> str:
+        """Raises ``Unauthenticated`` for a tampered, malformed or expired token."""
+        try:
+            value = self._serializer.loads(token, max_age=self._max_age)
+        except SignatureExpired as exc:
+            raise Unauthenticated("the token has expired") from exc
+        except (BadSignature, ValueError, UnicodeError) as exc:
+            raise Unauthenticated("the token is not valid") from exc
+        if not isinstance(value, str):
+            raise Unauthenticated("the token is not valid")
+        return value

@@ -1,0 +1,212 @@
+"""``PostgresStore``: the store contract on PostgreSQL through asyncpg.
+
+asyncpg is asyncio-only, so every public method crosses into asyncio exactly once
+(``trio_asyncio.aio_as_trio``) and runs a whole operation there on one pooled connection
+(RESEARCH.md: a crossing costs ~60 µs, so never one per query). The queries live in
+``_accounts`` and ``_todos``; this module owns the pool, the timeout and the error mapping.
+
+Cancellation: cancelling a caller cancels the asyncio task and the query server-side; the
+pool stays usable. Driver failures become ``StoreUnavailable``; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+import trio
+import trio_asyncio
+
+from nursery.errors import NotFound, StoreUnavailable
+from nursery.models import (
+    ChangeBatch,
+    Credentials,
+    Session,
+    Todo,
+    TodoDraft,
+    TodoPage,
+    TodoPatch,
+    User,
+    WriteResult,
+)
+from nursery.stores.postgres import _accounts, _todos
+from nursery.stores.postgres.migrate import apply_migrations
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The failures that mean "the database is not there", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    """Ids that are not UUIDs name nothing: the callers answer 404 as for unknown ids."""
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _known_id(value: str, what: str) -> uuid.UUID:
+    parsed = _uuid(value)
+    if parsed is None:
+        raise NotFound(f"{what} not found")
+    return parsed
+
+
+class PostgresStore:
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+        try:
+            with trio.fail_after(self._timeout):
+                return await trio_asyncio.aio_as_trio(self._on_connection)(op, *args)
+        except trio.TooSlowError as exc:
+            raise StoreUnavailable("the database did not answer in time") from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+
+    async def _on_connection(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            return await op(conn, *args)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+
+    async def migrate(self) -> list[str]:
+        return await self._run(apply_migrations)
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(self._timeout) as scope:
+            await trio_asyncio.aio_as_trio(self._pool.close)()
+        if scope.cancelled_caught:
+            self._pool.terminate()
+
+    # -- accounts -------------------------------------------------------------------------------
+
+    async def create_user(self, email: str, password_hash: str) -> User:
+        return await self._run(_accounts.create_user, email, password_hash)
+
+    async def credentials(self, email: str) -> Credentials | None:
+        return await self._run(_accounts.credentials, email)
+
+    async def get_user(self, user_id: str) -> User | None:
+        uid = _uuid(user_id)
+        return None if uid is None else await self._run(_accounts.get_user, uid)
+
+    async def create_session(self, user_id: str, device: str) -> Session:
+        return await self._run(_accounts.create_session, _known_id(user_id, "user"), device)
+
+    async def live_session(self, session_id: str) -> Session | None:
+        sid = _uuid(session_id)
+        return None if sid is None else await self._run(_accounts.live_session, sid)
+
+    async def list_sessions(self, user_id: str) -> list[Session]:
+        return await self._run(_accounts.list_sessions, _known_id(user_id, "user"))
+
+    async def revoke_sessions(
+        self, user_id: str, *, only: str | None = None, keep: str | None = None
+    ) -> list[Session]:
+        only_id = _known_id(only, "session") if only is not None else None
+        return await self._run(
+            _accounts.revoke_sessions, _known_id(user_id, "user"), only_id, _uuid(keep)
+        )
+
+    # -- todos ----------------------------------------------------------------------------------
+
+    async def create_todo(
+        self, user_id: str, draft: TodoDraft, *, idempotency_key: str | None = None
+    ) -> WriteResult:
+        uid = _known_id(user_id, "user")
+        apply = _todos.insert_todo(uid, draft)
+        return await self._run(_todos.write, uid, apply, idempotency_key, "create")
+
+    async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
+        uid, tid = _uuid(user_id), _uuid(todo_id)
+        if uid is None or tid is None:
+            return None
+        return await self._run(_todos.get_todo, uid, tid)
+
+    async def list_todos(
+        self,
+        user_id: str,
+        *,
+        done: bool | None = None,
+        query: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> TodoPage:
+        uid = _known_id(user_id, "user")
+        return await self._run(_todos.list_todos, uid, done, query, limit, cursor)
+
+    async def update_todo(
+        self, user_id: str, todo_id: str, patch: TodoPatch, *, idempotency_key: str | None = None
+    ) -> WriteResult:
+        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
+        apply = _todos.update_todo(uid, tid, patch)
+        return await self._run(_todos.write, uid, apply, idempotency_key, f"update {tid}")
+
+    async def delete_todo(
+        self,
+        user_id: str,
+        todo_id: str,
+        *,
+        if_rev: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> WriteResult:
+        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
+        apply = _todos.delete_todo(uid, tid, if_rev)
+        return await self._run(_todos.write, uid, apply, idempotency_key, f"delete {tid}")
+
+    async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
+        return await self._run(_todos.changes_since, _known_id(user_id, "user"), since, limit)
+
+    async def purge_tombstones(self, older_than_seconds: float) -> int:
+        return await self._run(_todos.purge_tombstones, older_than_seconds)
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    url: str, *, pool_size: int = 10, timeout: float = 5.0
+) -> AsyncIterator[PostgresStore]:
+    """Connect, apply migrations, yield the store; close the pool on exit.
+
+    Must run inside a trio-asyncio loop. Raises ``StoreUnavailable`` when the database cannot
+    be reached within ``timeout``.
+    """
+    try:
+        with trio.fail_after(timeout):
+            pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
+                url, min_size=1, max_size=pool_size, command_timeout=timeout
+            )
+    except trio.TooSlowError as exc:
+        raise StoreUnavailable(f"PostgreSQL did not answer within {timeout} s") from exc
+    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+        raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+    store = PostgresStore(pool, timeout)
+    try:
+        applied = await store.migrate()
+        if applied:
+            log.info("applied migrations %s", ", ".join(applied))
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()
