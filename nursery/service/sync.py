@@ -109,16 +109,7 @@ class SyncSession:
     async def run(self) -> None:
         self._last_heard = trio.current_time()
         with self._scope:
-            try:
-                await self._serve()
-            except TransportClosed:
-                self._peer_gone = True
-            except protocol.ProtocolError as exc:
-                self.close(exc.code, exc.reason)
-            except Unauthenticated as exc:
-                self.close(protocol.UNAUTHENTICATED, exc.message)
-            except StoreUnavailable:
-                self.close(TRY_AGAIN_LATER, "the database is unavailable, try again")
+            await self._ending_on_errors(self._serve)
         if not self._peer_gone:
             code, reason = self._closing or (protocol.NORMAL, "")
             with trio.CancelScope(shield=True), trio.move_on_after(self._limits.send_timeout):
@@ -126,6 +117,21 @@ class SyncSession:
                     await self._transport.close(code, reason)
                 except TransportClosed:
                     pass
+
+    async def _ending_on_errors(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task``; the errors that end a connection become its close code instead of
+        propagating (so sibling tasks are cancelled by ``close``, not by an exception)."""
+        try:
+            await task()
+        except TransportClosed:
+            self._peer_gone = True
+            self._scope.cancel()
+        except protocol.ProtocolError as exc:
+            self.close(exc.code, exc.reason)
+        except Unauthenticated as exc:
+            self.close(protocol.UNAUTHENTICATED, exc.message)
+        except StoreUnavailable:
+            self.close(TRY_AGAIN_LATER, "the database is unavailable, try again")
 
     async def _serve(self) -> None:
         hello = await self._receive_hello()
@@ -135,8 +141,8 @@ class SyncSession:
         try:
             await self._hub.announce(who.user_id, who.session_id, connected=True)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read)
-                nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._ending_on_errors, self._read)
+                nursery.start_soon(self._ending_on_errors, self._heartbeat)
                 await self._feed(who, hello.since)
         finally:
             self._hub.detach(self)
