@@ -1,0 +1,95 @@
+"""Fixtures that give tests real servers (see tests/servers.py).
+
+Servers are started by SYNC fixtures: pytest-trio runs async fixtures per test only, and a
+session-wide server must outlive every test's trio run. Each fixture stops what it started at
+teardown and removes its scratch directory.
+
+- ``pg_server`` (session): one private PostgreSQL (fsync off), for the whole run.
+- ``database_url`` (test): a brand-new empty database on ``pg_server``, dropped afterwards.
+- ``redis_server`` (session): one redis-server, no persistence.
+- ``redis_url`` (test): ``redis_server``'s URL, after FLUSHALL.
+- ``own_redis`` / ``own_postgres`` (test): private servers the test may ``stop()`` and
+  ``start()`` again on the same port (fault tests); stopped at teardown if still running.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+try:  # `tests` is importable when the repo root is on sys.path (python -m pytest, or
+    # tests/__init__.py present); else pytest has put tests/ itself on sys.path.
+    from tests.servers import PrivatePostgres, RedisServer, new_database, scratch_dir
+except ModuleNotFoundError as exc:
+    if exc.name not in ("tests", "tests.servers"):
+        raise
+    from servers import (  # type: ignore[no-redef]
+        PrivatePostgres,
+        RedisServer,
+        new_database,
+        scratch_dir,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PrivatePostgres]:
+    directory = scratch_dir("nursery-pg-")
+    server = PrivatePostgres(directory, fast=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def database_url(pg_server: PrivatePostgres) -> Iterator[str]:
+    url = new_database(pg_server)
+    yield url
+    # Dropping (~20 ms, disconnects leftovers) keeps the RAM-backed cluster small.
+    pg_server.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    directory = scratch_dir("nursery-redis-")
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    directory = scratch_dir("nursery-own-redis-")
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PrivatePostgres]:
+    directory = scratch_dir("nursery-own-pg-")
+    server = PrivatePostgres(directory, fast=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
