@@ -75,6 +75,8 @@ def _startup_failure(exc: BaseException) -> str | None:
         return exc.message
     if isinstance(exc, SystemExit) and isinstance(exc.code, str):
         return exc.code.removeprefix("nursery: ")
+    if isinstance(exc, OSError):  # e.g. the port is taken
+        return f"{exc.strerror or exc}"
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
             reason = _startup_failure(inner)

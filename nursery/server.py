@@ -76,6 +76,7 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.websocket_max_message_size = settings.ws_max_message_bytes
     config.include_server_header = False
     config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # ours, not a second stream handler
     return config
 
 

@@ -1,0 +1,164 @@
+"""``nursery serve`` as a real process: embedded default, clean shutdown, failed startup."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.servers import free_port
+
+NURSERY = [sys.executable, "-m", "nursery"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NURSERY_")}
+    return {**env, **extra}
+
+
+async def _wait_ready(base: str, process: trio.Process, timeout: float = 30) -> None:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(timeout):
+            while True:
+                assert process.returncode is None, "the server exited during startup"
+                try:
+                    if (await client.get(f"{base}/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.1)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_serve_embedded_default_and_sigterm(tmp_path: Path) -> None:
+    """No configuration: a private PostgreSQL in the data dir; SIGTERM → exit 0, database stopped."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    process = await trio.lowlevel.open_process(
+        [*NURSERY, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base, process, timeout=60)
+        async with httpx.AsyncClient() as client:
+            r = await client.post(f"{base}/api/auth/register", json={"email": "a@b.io", "password": "long enough"})
+            assert r.status_code == 201
+            token = r.json()["token"]
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/ws") as ws:
+                await ws.send_message(json.dumps({"type": "hello", "token": token, "since": None}))
+                assert json.loads(await ws.get_message())["type"] == "welcome"
+                pg_pid_file = data_dir / "pg" / "postmaster.pid"
+                assert pg_pid_file.exists()
+                pg_port = int(pg_pid_file.read_text().splitlines()[3])
+                started = trio.current_time()
+                process.send_signal(signal.SIGTERM)
+                # An open websocket is told to reconnect elsewhere (1012), not cut (1006).
+                with trio.fail_after(5):
+                    try:
+                        while True:
+                            await ws.get_message()
+                    except ConnectionClosed as closed:
+                        assert closed.reason.code == 1012
+        with trio.fail_after(10):
+            await process.wait()
+        assert process.returncode == 0
+        assert trio.current_time() - started < 5
+        assert not _port_open(port)
+        assert not _port_open(pg_port) and not pg_pid_file.exists()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_restart_keeps_data_and_secret(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    token = ""
+    for run in range(2):
+        process = await trio.lowlevel.open_process(
+            [*NURSERY, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_ready(base, process, timeout=60)
+            async with httpx.AsyncClient() as client:
+                if run == 0:
+                    r = await client.post(f"{base}/api/auth/register", json={"email": "a@b.io", "password": "long enough"})
+                    token = r.json()["token"]
+                    await client.post(f"{base}/api/todos", json={"title": "kept"}, headers={"Authorization": f"Bearer {token}"})
+                else:  # the same token still works: the secret was kept in the data dir
+                    r = await client.get(f"{base}/api/todos", headers={"Authorization": f"Bearer {token}"})
+                    assert r.status_code == 200 and [t["title"] for t in r.json()["items"]] == ["kept"]
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                await process.wait()
+            assert process.returncode == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> None:
+    closed_port = free_port()
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [*NURSERY, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path)],
+            env=_env(
+                NURSERY_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{closed_port}/x",
+                NURSERY_SECRET_KEY="k",
+                NURSERY_DB_TIMEOUT="3",
+            ),
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    assert result.returncode != 0
+    stderr = result.stderr.decode()
+    assert "cannot start" in stderr and "PostgreSQL" in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_port_in_use_fails_startup_clearly(tmp_path: Path, database_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [*NURSERY, "serve", "--port", str(port)],
+                env=_env(NURSERY_DATABASE_URL=database_url, NURSERY_SECRET_KEY="k"),
+                capture_stdout=True, capture_stderr=True, check=False,
+            )
+    assert result.returncode != 0
+    stderr = result.stderr.decode()
+    assert "cannot start" in stderr and "Traceback" not in stderr
+
+
+async def test_database_url_without_secret_is_refused(database_url: str) -> None:
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [*NURSERY, "serve", "--port", str(free_port())],
+            env=_env(NURSERY_DATABASE_URL=database_url),
+            capture_stdout=True, capture_stderr=True, check=False,
+        )
+    assert result.returncode != 0 and "NURSERY_SECRET_KEY" in result.stderr.decode()
+
+
+def test_help_lists_every_setting() -> None:
+    out = subprocess.run([*NURSERY, "--help"], capture_output=True, text=True, check=True).stdout
+    for name in ("NURSERY_DATABASE_URL", "NURSERY_REDIS_URL", "NURSERY_SECRET_KEY", "NURSERY_DRAIN_DELAY"):
+        assert name in out
