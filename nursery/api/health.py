@@ -1,4 +1,4 @@
-"""Liveness and readiness.
+"""Liveness, readiness, and the API's description (/openapi.json).
 
 /healthz: the process answers. /readyz: this instance should get traffic: not draining and the
 database answers (503 with Retry-After otherwise, so Caddy's health check moves traffic away).
@@ -12,6 +12,7 @@ import trio
 from quart import Blueprint, Response
 
 from nursery.api.errors import error_response
+from nursery.api.openapi import openapi_document
 from nursery.api.rest import json_response
 from nursery.errors import StoreUnavailable
 from nursery.stores.base import Store
@@ -25,6 +26,12 @@ def health_blueprint(store: Store, draining: Callable[[], bool], instance: str) 
     @health.get("/healthz")
     async def healthz() -> Response:
         return json_response({"status": "ok", "instance": instance})
+
+    document = openapi_document()
+
+    @health.get("/openapi.json")
+    async def openapi() -> Response:
+        return json_response(document)
 
     @health.get("/readyz")
     async def readyz() -> Response:
