@@ -51,6 +51,8 @@ class Subscriber(Protocol):
 
 
 class Hub:
+    announce_timeout = 2.0  # a goodbye that cannot reach the broker is given up (TTL heals it)
+
     def __init__(self, broker: Broker, presence: Presence, *, presence_ttl: float) -> None:
         self._broker = broker
         self._presence = presence
