@@ -16,8 +16,10 @@ import trio
 from quart_trio import QuartTrio
 
 from nursery.api.errors import install_error_handlers
+from nursery.api.graphql import graphql_blueprint
 from nursery.api.health import health_blueprint
 from nursery.api.rest import rest_blueprint
+from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_blueprint
 from nursery.config import Settings
 from nursery.errors import StoreUnavailable
@@ -119,4 +121,8 @@ def create_app(services: Services) -> QuartTrio:
     app.register_blueprint(rest_blueprint(services.accounts, services.todos))
     app.register_blueprint(ws_blueprint(services.accounts, services.todos, services.hub, settings.name, limits))
     app.register_blueprint(health_blueprint(services.store, draining, settings.name))
+    app.register_blueprint(
+        graphql_blueprint(services.accounts, services.todos, services.hub, settings)
+    )
+    app.register_blueprint(web_blueprint())
     return app
