@@ -1,0 +1,63 @@
+"""Messages between instances (the broker) and who is online (presence).
+
+``open_broker(settings)`` picks the backend by ``settings.redis_url``: unset → in-process
+(``memory``), ``redis://`` or ``rediss://`` → Redis (``redis``, imported only then, since
+it brings asyncio and trio-asyncio along), anything else → ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+from nursery.config import Settings
+from nursery.pubsub.broker import CHANNEL as CHANNEL
+from nursery.pubsub.broker import Broker as Broker
+from nursery.pubsub.broker import Deliver as Deliver
+from nursery.pubsub.broker import Delivery as Delivery
+from nursery.pubsub.broker import Message as Message
+from nursery.pubsub.broker import Presence as Presence
+from nursery.pubsub.broker import Resubscribed as Resubscribed
+from nursery.pubsub.memory import MemoryBroker as MemoryBroker
+from nursery.pubsub.memory import MemoryPresence as MemoryPresence
+
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+@asynccontextmanager
+async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presence]]:
+    """Yield ``(broker, presence)`` for ``settings`` and close both on exit.
+
+    The caller owns the tasks: run ``broker.subscribe`` in a nursery *inside* this block, so
+    that it is cancelled before the broker closes. The Redis backend needs a trio-asyncio
+    loop open around this block (``RuntimeError`` otherwise). Nothing is contacted on entry:
+    an unreachable Redis shows up as ``BrokerUnavailable`` from the first ``subscribe``.
+    """
+    url = settings.redis_url
+    if not url:
+        memory_broker, memory_presence = MemoryBroker(), MemoryPresence()
+        try:
+            yield memory_broker, memory_presence
+        finally:
+            await memory_presence.aclose()
+            await memory_broker.aclose()
+        return
+
+    scheme = urlsplit(url).scheme
+    if scheme not in REDIS_SCHEMES:
+        raise ValueError(
+            f"NURSERY_REDIS_URL has the unsupported scheme {scheme!r}: "
+            f"expected one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+        )
+    from nursery.pubsub.redis import RedisBroker, RedisPresence
+
+    redis_broker = RedisBroker(url, settings.broker_timeout)
+    try:
+        redis_presence = RedisPresence(url, settings.broker_timeout)
+        try:
+            yield redis_broker, redis_presence
+        finally:
+            await redis_presence.aclose()
+    finally:
+        await redis_broker.aclose()

@@ -1,0 +1,237 @@
+"""One contract for every broker and presence backend (memory, redis), plus the factory.
+
+Each backend is exercised as a deployment of several instances: with memory they share one
+``MemoryBroker`` and one presence table (``sibling()``); with Redis each instance has its own
+``open_broker`` against one real, flushed redis-server (``redis_url`` from conftest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import AsyncContextManager
+
+import pytest
+import trio
+import trio_asyncio  # type: ignore[import-untyped]
+
+from nursery.config import Settings
+from nursery.errors import BrokerUnavailable
+from nursery.pubsub import (
+    Broker,
+    Delivery,
+    MemoryBroker,
+    MemoryPresence,
+    Message,
+    Presence,
+    Resubscribed,
+    open_broker,
+)
+
+TIMEOUT = 2.0  # the broker timeout in these tests
+Instance = tuple[Broker, Presence]
+OpenInstances = Callable[[int], AsyncContextManager[list[Instance]]]
+
+
+@asynccontextmanager
+async def _memory_instances(n: int) -> AsyncIterator[list[Instance]]:
+    async with open_broker(Settings()) as (broker, presence):
+        assert isinstance(broker, MemoryBroker) and isinstance(presence, MemoryPresence)
+        pairs: list[Instance] = [(broker, presence)]
+        yield pairs + [(broker, presence.sibling()) for _ in range(n - 1)]
+
+
+def _redis_instances(url: str) -> OpenInstances:
+    @asynccontextmanager
+    async def open_instances(n: int) -> AsyncIterator[list[Instance]]:
+        # pytest-trio runs fixtures in other tasks: the asyncio loop is opened here, in the
+        # test's own task, around everything that uses it.
+        async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+            settings = Settings(redis_url=url, broker_timeout=TIMEOUT)
+            yield [await stack.enter_async_context(open_broker(settings)) for _ in range(n)]
+
+    return open_instances
+
+
+@pytest.fixture(params=["memory", "redis"])
+def instances(request: pytest.FixtureRequest) -> OpenInstances:
+    """``async with instances(n) as [(broker, presence), ...]``: n instances of one deployment."""
+    if request.param == "memory":
+        return _memory_instances
+    return _redis_instances(request.getfixturevalue("redis_url"))
+
+
+async def subscribe(nursery: trio.Nursery, broker: Broker) -> trio.MemoryReceiveChannel[Delivery]:
+    """Start a subscription owned by ``nursery``; its deliveries arrive on the channel."""
+    send, receive = trio.open_memory_channel[Delivery](1000)
+    await nursery.start(broker.subscribe, send.send_nowait)
+    return receive
+
+
+async def test_messages_reach_every_subscriber_in_publish_order(instances: OpenInstances) -> None:
+    with trio.fail_after(10):
+        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
+            # two subscribers on the publishing instance, one on another instance
+            inboxes = [await subscribe(nursery, a), await subscribe(nursery, a)]
+            inboxes.append(await subscribe(nursery, b))
+            sent = [f"message {i}".encode() for i in range(100)]
+            for payload in sent:
+                await a.publish(payload)
+            for inbox in inboxes:
+                assert [await inbox.receive() for _ in sent] == [Message(p) for p in sent]
+            nursery.cancel_scope.cancel()
+
+
+async def test_payload_bytes_round_trip(instances: OpenInstances) -> None:
+    payloads = [
+        b"",
+        b"\x00",
+        bytes(range(256)),
+        b"\r\n$5\r\n*1\r\n",  # looks like RESP framing
+        '{"type":"change","title":"caf\u00e9 \u2615"}'.encode(),
+        bytes(range(256)) * 256,  # 64 KiB, the largest websocket frame
+    ]
+    with trio.fail_after(10):
+        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, b)
+            for payload in payloads:
+                await a.publish(payload)
+            for payload in payloads:
+                received = await inbox.receive()
+                assert isinstance(received, Message)
+                assert type(received.payload) is bytes
+                assert received.payload == payload
+            nursery.cancel_scope.cancel()
+
+
+async def test_cancelled_subscriber_gets_nothing_more(instances: OpenInstances) -> None:
+    with trio.fail_after(10):
+        async with instances(1) as [(broker, _)], trio.open_nursery() as nursery:
+            stays = await subscribe(nursery, broker)
+            with trio.CancelScope() as leaving_scope:
+                async with trio.open_nursery() as inner:
+                    leaves = await subscribe(inner, broker)
+                    leaving_scope.cancel()
+            await broker.publish(b"after")
+            assert await stays.receive() == Message(b"after")
+            with pytest.raises(trio.WouldBlock):
+                leaves.receive_nowait()
+            nursery.cancel_scope.cancel()
+
+
+async def test_presence_refresh_online_remove(instances: OpenInstances) -> None:
+    ttl = 30.0
+    with trio.fail_after(10):
+        async with instances(2) as [(_, a), (_, b)]:
+            assert await a.online("u1") == set()
+            await a.refresh({"u1": {"s1", "s2"}, "u2": {"s3"}, "u3": set()}, ttl)
+            # the same session connected to two instances (say, while switching) counts once
+            await b.refresh({"u1": {"s2", "s4"}}, ttl)
+            assert await a.online("u1") == await b.online("u1") == {"s1", "s2", "s4"}
+            assert await b.online("u2") == {"s3"}
+            assert await b.online("u3") == set()
+
+            # remove forgets only the calling instance's entry
+            await a.remove("u1", "s2")
+            assert await b.online("u1") == {"s1", "s2", "s4"}
+            await b.remove("u1", "s2")
+            await a.remove("u1", "s1")
+            assert await a.online("u1") == {"s4"}
+            await a.remove("u1", "never-there")  # not an error
+            await b.refresh({}, ttl)  # nothing to do, not an error
+            assert await a.online("u2") == {"s3"}
+
+
+async def test_presence_expires_after_ttl_unless_refreshed(instances: OpenInstances) -> None:
+    # Real time, because Redis expires by its clock: keep the TTL short.
+    ttl = 0.4
+    with trio.fail_after(10):
+        async with instances(2) as [(_, a), (_, crashed)]:
+            await a.refresh({"u1": {"alive"}}, ttl)
+            await crashed.refresh({"u1": {"zombie"}}, ttl)
+            assert await a.online("u1") == {"alive", "zombie"}
+            # `a` keeps refreshing; `crashed` never refreshes or removes again
+            for _ in range(3):
+                await trio.sleep(ttl / 2)
+                await a.refresh({"u1": {"alive"}}, ttl)
+            assert await a.online("u1") == {"alive"}
+            await trio.sleep(ttl * 1.5)
+            assert await a.online("u1") == set()
+
+
+# -- the memory backend on its own ------------------------------------------------------------
+
+
+async def test_memory_presence_expiry_follows_the_trio_clock(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    presence = MemoryPresence()
+    with trio.fail_after(100):
+        await presence.refresh({"u1": {"s1"}}, 15.0)
+        await trio.sleep(14.9)
+        assert await presence.online("u1") == {"s1"}
+        await trio.sleep(0.2)
+        assert await presence.online("u1") == set()
+
+
+async def test_memory_deliver_error_fails_the_subscriber_not_the_publisher() -> None:
+    broker = MemoryBroker()
+
+    def broken(delivery: Delivery) -> None:
+        raise RuntimeError("bug in deliver")
+
+    with trio.fail_after(5):
+        with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="bug in deliver")):
+            async with trio.open_nursery() as nursery:
+                healthy = await subscribe(nursery, broker)
+                await nursery.start(broker.subscribe, broken)
+                await broker.publish(b"x")  # does not raise here
+                assert healthy.receive_nowait() == Message(b"x")
+        # the failed subscriber was removed: publishing still works
+        await broker.publish(b"y")
+
+
+async def test_memory_simulated_resubscribe() -> None:
+    broker = MemoryBroker()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, broker)
+            broker.simulate_resubscribe()
+            assert await inbox.receive() == Resubscribed()
+            nursery.cancel_scope.cancel()
+
+
+async def test_closed_memory_broker_is_unavailable() -> None:
+    broker = MemoryBroker()
+    await broker.aclose()
+    with trio.fail_after(5), pytest.raises(BrokerUnavailable):
+        await broker.publish(b"x")
+
+
+# -- the factory -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["http://localhost:6379", "memcached://h:1", "localhost:6379"])
+async def test_open_broker_rejects_unknown_schemes(url: str) -> None:
+    scheme = url.split(":")[0]
+    with trio.fail_after(5), pytest.raises(ValueError, match=f"'{scheme}'"):
+        async with open_broker(Settings(redis_url=url)):
+            pass  # pragma: no cover
+
+
+async def test_open_broker_redis_needs_the_asyncio_loop() -> None:
+    with trio.fail_after(5), pytest.raises(RuntimeError, match="trio-asyncio"):
+        async with open_broker(Settings(redis_url="redis://127.0.0.1:1")):
+            pass  # pragma: no cover
+
+
+async def test_open_broker_picks_redis_for_a_redis_url() -> None:
+    from nursery.pubsub.redis import RedisBroker, RedisPresence
+
+    # Nothing is contacted on entry, so an unreachable URL is fine here.
+    settings = Settings(redis_url="rediss://user:secret@127.0.0.1:1/3", broker_timeout=0.5)
+    with trio.fail_after(5):
+        async with trio_asyncio.open_loop(), open_broker(settings) as (broker, presence):
+            assert isinstance(broker, RedisBroker) and isinstance(presence, RedisPresence)
+            assert "secret" not in broker.url
+            assert broker.timeout == presence.timeout == 0.5

@@ -1,0 +1,192 @@
+"""The Redis broker when Redis goes away: a private redis-server (``own_redis``) is stopped,
+restarted or paused (``CLIENT PAUSE``: connections stay open but nothing is answered, as with
+a frozen host or a half-open TCP connection) under a live subscription.
+
+Timings are printed (``pytest -s``) and asserted against generous bounds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+import trio_asyncio  # type: ignore[import-untyped]
+
+from nursery.errors import BrokerUnavailable
+from nursery.pubsub import Delivery, Message, Resubscribed
+from nursery.pubsub.redis import RedisBroker, RedisPresence
+
+TIMEOUT = 1.0  # broker timeout in these tests
+PING_INTERVAL = 0.25
+BACKOFF_CAP = 2.0  # RedisBroker's longest wait between reconnect attempts
+
+if TYPE_CHECKING:
+    from tests.servers import RedisServer
+
+
+@asynccontextmanager
+async def redis_broker(url: str) -> AsyncIterator[RedisBroker]:
+    # The asyncio loop is opened in the test's task (pytest-trio runs fixtures elsewhere).
+    async with trio_asyncio.open_loop():
+        broker = RedisBroker(url, TIMEOUT, ping_interval=PING_INTERVAL)
+        try:
+            yield broker
+        finally:
+            await broker.aclose()
+
+
+async def subscribe(
+    nursery: trio.Nursery, broker: RedisBroker
+) -> trio.MemoryReceiveChannel[Delivery]:
+    send, receive = trio.open_memory_channel[Delivery](1000)
+    await nursery.start(broker.subscribe, send.send_nowait)
+    return receive
+
+
+async def stop(server: RedisServer) -> None:
+    await trio.to_thread.run_sync(server.stop)
+
+
+async def start(server: RedisServer) -> None:
+    await trio.to_thread.run_sync(server.start)
+
+
+async def pause(server: RedisServer, seconds: float) -> None:
+    """Redis keeps every connection open but answers nothing for ``seconds``."""
+    reply = await trio.to_thread.run_sync(
+        server.command, "CLIENT", "PAUSE", str(int(seconds * 1000)), "ALL"
+    )
+    assert reply == b"+OK"
+
+
+async def wait_disconnected(broker: RedisBroker) -> None:
+    while broker.connected:
+        await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize("fault", ["stopped", "paused"])
+async def test_publish_fails_within_the_timeout_when_redis_is_gone(
+    own_redis: RedisServer, fault: str
+) -> None:
+    with trio.fail_after(15):
+        async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
+            await subscribe(nursery, broker)
+            presence = RedisPresence(own_redis.url, TIMEOUT)
+            try:
+                await (stop(own_redis) if fault == "stopped" else pause(own_redis, 5))
+                for name, operation in [
+                    ("publish", lambda: broker.publish(b"lost")),
+                    ("presence refresh", lambda: presence.refresh({"u": {"s"}}, 10)),
+                    ("presence online", lambda: presence.online("u")),
+                ]:
+                    began = time.perf_counter()
+                    with pytest.raises(BrokerUnavailable):
+                        await operation()
+                    took = time.perf_counter() - began
+                    print(f"\n{fault}: {name} failed after {took * 1000:.1f} ms")
+                    assert took < TIMEOUT + 0.5
+            finally:
+                await presence.aclose()
+            nursery.cancel_scope.cancel()
+
+
+async def test_subscriber_resubscribes_after_a_restart_and_messages_flow_again(
+    own_redis: RedisServer,
+) -> None:
+    with trio.fail_after(20):
+        async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, broker)
+            await broker.publish(b"before")
+            assert await inbox.receive() == Message(b"before")
+
+            await stop(own_redis)
+            await wait_disconnected(broker)
+            with pytest.raises(BrokerUnavailable):
+                await broker.publish(b"lost")
+            await trio.sleep(1.0)  # a real outage: the subscriber is backing off
+
+            await start(own_redis)
+            back = time.perf_counter()
+            assert await inbox.receive() == Resubscribed()
+            took = time.perf_counter() - back
+            print(f"\nresubscribed {took * 1000:.0f} ms after redis answered again")
+            assert took < BACKOFF_CAP + TIMEOUT
+
+            # the same process publishes again, on a fresh pooled connection
+            await broker.publish(b"after")
+            assert await inbox.receive() == Message(b"after")
+            assert broker.reconnects == 1 and broker.connected
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_silent_connection_is_noticed_and_replaced(own_redis: RedisServer) -> None:
+    pause_for = 3.0
+    with trio.fail_after(20):
+        async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, broker)
+            paused = time.perf_counter()
+            await pause(own_redis, pause_for)
+            await wait_disconnected(broker)
+            noticed = time.perf_counter() - paused
+            print(f"\nsilent connection noticed after {noticed * 1000:.0f} ms")
+            assert noticed < PING_INTERVAL + TIMEOUT + 0.5
+            assert await inbox.receive() == Resubscribed()
+            assert time.perf_counter() - paused < pause_for + BACKOFF_CAP + TIMEOUT
+            await broker.publish(b"after")
+            assert await inbox.receive() == Message(b"after")
+            assert broker.reconnects == 1
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("state", ["live", "redis-stopped", "redis-paused"])
+async def test_cancelling_the_subscription_returns_promptly(
+    own_redis: RedisServer, state: str
+) -> None:
+    with trio.fail_after(15):
+        async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
+            await subscribe(nursery, broker)
+            if state == "redis-stopped":  # cancelled while backing off / reconnecting
+                await stop(own_redis)
+                await wait_disconnected(broker)
+            elif state == "redis-paused":  # cancelled while a read is in flight
+                await pause(own_redis, 5)
+                await trio.sleep(PING_INTERVAL * 2)
+            began = time.perf_counter()
+            nursery.cancel_scope.cancel()
+        took = time.perf_counter() - began  # the broker and the asyncio loop closed too
+        print(f"\ncancelled ({state}) in {took * 1000:.1f} ms")
+        assert took < 1.0
+        if state == "live":  # the subscriber's connection was closed, not abandoned
+            while own_redis.command("CLIENT", "LIST", "TYPE", "pubsub") != b"$0":
+                await trio.sleep(0.01)
+
+
+async def test_first_subscribe_fails_loudly_when_redis_is_down(own_redis: RedisServer) -> None:
+    await stop(own_redis)
+    with trio.fail_after(10):
+        async with redis_broker(own_redis.url) as broker:
+            began = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(BrokerUnavailable, match="cannot subscribe"):
+                    await nursery.start(broker.subscribe, lambda delivery: None)
+            assert time.perf_counter() - began < 2 * TIMEOUT + 0.5
+
+
+async def test_presence_works_again_after_a_restart(own_redis: RedisServer) -> None:
+    with trio.fail_after(15):
+        async with trio_asyncio.open_loop():
+            presence = RedisPresence(own_redis.url, TIMEOUT)
+            try:
+                await presence.refresh({"u": {"s"}}, 10)
+                await stop(own_redis)
+                with pytest.raises(BrokerUnavailable):
+                    await presence.online("u")
+                await start(own_redis)  # no persistence: the entry is gone with the data
+                await presence.refresh({"u": {"s"}}, 10)
+                assert await presence.online("u") == {"s"}
+            finally:
+                await presence.aclose()
