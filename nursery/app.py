@@ -18,11 +18,13 @@ from quart_trio import QuartTrio
 from nursery.api.errors import install_error_handlers
 from nursery.api.graphql import graphql_blueprint
 from nursery.api.health import health_blueprint
+from nursery.api.metrics import instrument_http, metrics_blueprint
 from nursery.api.rest import rest_blueprint
 from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_blueprint
 from nursery.config import Settings
 from nursery.errors import StoreUnavailable
+from nursery.metrics import Metrics
 from nursery.pubsub import open_broker
 from nursery.pubsub.broker import Broker, Presence
 from nursery.pubsub.hub import Hub
@@ -49,6 +51,7 @@ class Services:
     notifier: Notifier
     accounts: Accounts
     todos: Todos
+    metrics: Metrics
     draining: bool = False
 
 
@@ -57,15 +60,19 @@ async def open_services(
     settings: Settings, database_url: str, secret_key: str
 ) -> AsyncIterator[Services]:
     """Connect to the store and broker (inside a trio-asyncio loop); close them on exit."""
+    metrics = Metrics()
     async with (
         open_postgres_store(
-            database_url, pool_size=settings.db_pool_size, timeout=settings.db_timeout
+            database_url,
+            pool_size=settings.db_pool_size,
+            timeout=settings.db_timeout,
+            observe=metrics.store_operation,
         ) as store,
         open_broker(settings) as (broker, presence),
     ):
         notifier = Notifier(broker)
         tokens = TokenSigner(secret_key, settings.token_max_age)
-        yield Services(
+        services = Services(
             settings=settings,
             store=store,
             broker=broker,
@@ -77,7 +84,25 @@ async def open_services(
                 password_min_length=settings.password_min_length,
             ),
             todos=Todos(store, notifier),
+            metrics=metrics,
         )
+        _expose_live_counters(services)
+        yield services
+
+
+def _expose_live_counters(services: Services) -> None:
+    m, hub, notifier = services.metrics, services.hub, services.notifier
+    m.gauge("nursery_websockets_open", "Open sync connections", lambda: hub.connection_count)
+    m.gauge("nursery_store_pool_connections", "Store connections open",
+            lambda: services.store.pool_use()[0])
+    m.gauge("nursery_store_pool_in_use", "Store connections in use",
+            lambda: services.store.pool_use()[1])
+    m.count("nursery_broker_publishes", "Events published", lambda: notifier.published)
+    m.count("nursery_broker_publish_failures", "Events that could not be published",
+            lambda: notifier.failures)
+    m.count("nursery_broker_received", "Broker messages received", lambda: hub.received)
+    m.count("nursery_broker_reconnects", "Broker subscriptions lost and re-established",
+            lambda: getattr(services.broker, "reconnects", 0))
 
 
 async def run_background(
@@ -110,6 +135,7 @@ def create_app(services: Services) -> QuartTrio:
     # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
     install_error_handlers(app)
+    instrument_http(app, services.metrics)
     limits = SyncLimits(
         hello_timeout=settings.ws_hello_timeout,
         ping_interval=settings.ws_ping_interval,
@@ -119,10 +145,16 @@ def create_app(services: Services) -> QuartTrio:
     )
     draining: Callable[[], bool] = lambda: services.draining
     app.register_blueprint(rest_blueprint(services.accounts, services.todos))
-    app.register_blueprint(ws_blueprint(services.accounts, services.todos, services.hub, settings.name, limits))
+    app.register_blueprint(
+        ws_blueprint(
+            services.accounts, services.todos, services.hub, settings.name, limits,
+            services.metrics,
+        )
+    )
     app.register_blueprint(health_blueprint(services.store, draining, settings.name))
     app.register_blueprint(
         graphql_blueprint(services.accounts, services.todos, services.hub, settings)
     )
     app.register_blueprint(web_blueprint())
+    app.register_blueprint(metrics_blueprint(services.metrics))
     return app

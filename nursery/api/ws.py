@@ -6,7 +6,7 @@ from quart import Blueprint, websocket
 
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
-from nursery.service.sync import SyncLimits, SyncSession, TransportClosed
+from nursery.service.sync import SyncLimits, SyncObserver, SyncSession, TransportClosed
 from nursery.service.todos import Todos
 
 
@@ -34,7 +34,12 @@ class QuartTransport:
 
 
 def ws_blueprint(
-    accounts: Accounts, todos: Todos, hub: Hub, instance: str, limits: SyncLimits
+    accounts: Accounts,
+    todos: Todos,
+    hub: Hub,
+    instance: str,
+    limits: SyncLimits,
+    observer: SyncObserver,
 ) -> Blueprint:
     ws = Blueprint("ws", __name__)
 
@@ -48,6 +53,7 @@ def ws_blueprint(
             hub=hub,
             instance=instance,
             limits=limits,
+            observer=observer,
         )
         await session.run()
 

@@ -63,6 +63,7 @@ class Hub:
         self._presence_wakeup = trio.Event()
         self._closed_with: tuple[int, str] | None = None
         self.undecodable = 0
+        self.received = 0
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class Hub:
 
     def deliver(self, delivery: Delivery) -> None:
         """Called by the broker for every message; never blocks."""
+        self.received += 1
         if isinstance(delivery, Resubscribed):
             log.warning("broker resubscribed: every connection refills from the store")
             for peers in list(self._subscribers.values()):

@@ -19,11 +19,13 @@ log = logging.getLogger(__name__)
 class Notifier:
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
+        self.published = 0
         self.failures = 0
 
     async def publish(self, event: Event) -> None:
         try:
             await self._broker.publish(encode(event))
+            self.published += 1
         except BrokerUnavailable as exc:
             self.failures += 1
             log.warning("event not published, readers will refill from the store: %s", exc)

@@ -11,6 +11,7 @@ the transport with the close code chosen, or not at all when the peer already le
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -45,6 +46,27 @@ class Transport(Protocol):
 Authenticate = Callable[[str], Awaitable[Principal]]
 
 
+class SyncObserver(Protocol):
+    """What the session reports for metrics (``nursery.metrics.Metrics`` is one)."""
+
+    def ws_sent(self, frame_type: str) -> None: ...
+
+    def ws_closed(self, code: int, reason: str) -> None: ...
+
+    def sync_lag(self, seconds: float) -> None: ...
+
+
+class _NoObserver:
+    def ws_sent(self, frame_type: str) -> None:
+        pass
+
+    def ws_closed(self, code: int, reason: str) -> None:
+        pass
+
+    def sync_lag(self, seconds: float) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class SyncLimits:
     hello_timeout: float = 5.0
@@ -64,8 +86,10 @@ class SyncSession:
         hub: Hub,
         instance: str,
         limits: SyncLimits = SyncLimits(),
+        observer: SyncObserver = _NoObserver(),
     ) -> None:
         self._transport = transport
+        self._observer = observer
         self._authenticate = authenticate
         self._read_changes = read_changes
         self._hub = hub
@@ -90,6 +114,7 @@ class SyncSession:
             await self._ending_on_errors(self._serve)
         if not self._peer_gone:
             code, reason = self._closing or (protocol.NORMAL, "")
+            self._observer.ws_closed(code, reason)
             with trio.CancelScope(shield=True), trio.move_on_after(self._limits.send_timeout):
                 try:
                     await self._transport.close(code, reason)
@@ -135,20 +160,23 @@ class SyncSession:
     async def _emit(self, event: FeedEvent) -> None:
         match event:
             case Change():
-                await self._send(protocol.change(event))
+                await self._send(protocol.change(event), "change")
+                if event.todo is not None:
+                    self._observer.sync_lag(time.time() - event.todo.updated_at.timestamp())
             case Head(rev=rev):
-                await self._send(protocol.welcome(self._session_id, self._instance, rev))
+                await self._send(protocol.welcome(self._session_id, self._instance, rev), "welcome")
             case Reset(rev=rev):
-                await self._send(protocol.reset(rev))
+                await self._send(protocol.reset(rev), "reset")
             case SessionEvent(op=op, session=session):
-                await self._send(protocol.session_event(op, session))
+                await self._send(protocol.session_event(op, session), "session")
             case Online(sessions=sessions):
-                await self._send(protocol.presence(list(sessions)))
+                await self._send(protocol.presence(list(sessions)), "presence")
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str, frame_type: str) -> None:
         async with self._send_lock:
             with trio.move_on_after(self._limits.send_timeout) as timer:
                 await self._transport.send(text)
+        self._observer.ws_sent(frame_type)
         if timer.cancelled_caught:
             self.close(protocol.TOO_SLOW, "too slow: a write timed out")
             await trio.lowlevel.checkpoint()  # raises Cancelled: the scope is cancelled
@@ -158,7 +186,7 @@ class SyncSession:
             frame = protocol.parse(await self._transport.receive())
             self._last_heard = trio.current_time()
             if isinstance(frame, protocol.Ping):
-                await self._send(protocol.PONG)
+                await self._send(protocol.PONG, "pong")
             elif isinstance(frame, protocol.Hello):
                 raise protocol.ProtocolError(protocol.BAD_MESSAGE, "hello was already received")
 
@@ -166,7 +194,7 @@ class SyncSession:
         while True:
             await trio.sleep(self._limits.ping_interval)
             pinged_at = trio.current_time()
-            await self._send(protocol.PING)
+            await self._send(protocol.PING, "ping")
             await trio.sleep(self._limits.ping_timeout)
             if self._last_heard < pinged_at:
                 self.close(protocol.TOO_SLOW, "no answer to ping")

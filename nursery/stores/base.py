@@ -90,3 +90,6 @@ class Store(AccountStore, TodoStore, Protocol):
         """Raises ``StoreUnavailable`` unless the database answers."""
 
     async def aclose(self) -> None: ...
+
+    def pool_use(self) -> tuple[int, int]:
+        """(connections open, connections in use), for metrics."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -68,19 +69,35 @@ def _known_id(value: str, what: str) -> uuid.UUID:
     return parsed
 
 
+Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
+
+
 class PostgresStore:
-    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, timeout: float, observe: Observe | None = None) -> None:
         self._pool = pool
         self._timeout = timeout
+        self._observe = observe
 
-    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "") -> T:
+        started = time.perf_counter()
+        ok = False
         try:
             with trio.fail_after(self._timeout):
-                return await trio_asyncio.aio_as_trio(self._on_connection)(op, *args)
+                result = await trio_asyncio.aio_as_trio(self._on_connection)(op, *args)
+            ok = True
+            return result
         except trio.TooSlowError as exc:
             raise StoreUnavailable("the database did not answer in time") from exc
         except UNAVAILABLE_ERRORS as exc:
             raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+        finally:
+            if self._observe is not None:
+                self._observe(name or op.__name__, ok, time.perf_counter() - started)
+
+    def pool_use(self) -> tuple[int, int]:
+        """(connections open, connections in use)."""
+        size = self._pool.get_size()
+        return size, size - self._pool.get_idle_size()
 
     async def _on_connection(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with self._pool.acquire(timeout=self._timeout) as conn:
@@ -89,7 +106,7 @@ class PostgresStore:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        await self._run(_select_one)
 
     async def migrate(self) -> list[str]:
         return await self._run(apply_migrations)
@@ -137,7 +154,9 @@ class PostgresStore:
     ) -> WriteResult:
         uid = _known_id(user_id, "user")
         apply = _todos.insert_todo(uid, draft)
-        return await self._run(_todos.write, uid, apply, idempotency_key, "create")
+        return await self._run(
+            _todos.write, uid, apply, idempotency_key, "create", name="create_todo"
+        )
 
     async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
         uid, tid = _uuid(user_id), _uuid(todo_id)
@@ -162,7 +181,9 @@ class PostgresStore:
     ) -> WriteResult:
         uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
         apply = _todos.update_todo(uid, tid, patch)
-        return await self._run(_todos.write, uid, apply, idempotency_key, f"update {tid}")
+        return await self._run(
+            _todos.write, uid, apply, idempotency_key, f"update {tid}", name="update_todo"
+        )
 
     async def delete_todo(
         self,
@@ -174,7 +195,9 @@ class PostgresStore:
     ) -> WriteResult:
         uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
         apply = _todos.delete_todo(uid, tid, if_rev)
-        return await self._run(_todos.write, uid, apply, idempotency_key, f"delete {tid}")
+        return await self._run(
+            _todos.write, uid, apply, idempotency_key, f"delete {tid}", name="delete_todo"
+        )
 
     async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
         return await self._run(_todos.changes_since, _known_id(user_id, "user"), since, limit)
@@ -183,9 +206,13 @@ class PostgresStore:
         return await self._run(_todos.purge_tombstones, older_than_seconds)
 
 
+async def _select_one(conn: asyncpg.Connection) -> None:
+    await conn.fetchval("SELECT 1")
+
+
 @asynccontextmanager
 async def open_postgres_store(
-    url: str, *, pool_size: int = 10, timeout: float = 5.0
+    url: str, *, pool_size: int = 10, timeout: float = 5.0, observe: Observe | None = None
 ) -> AsyncIterator[PostgresStore]:
     """Connect, apply migrations, yield the store; close the pool on exit.
 
@@ -201,7 +228,7 @@ async def open_postgres_store(
         raise StoreUnavailable(f"PostgreSQL did not answer within {timeout} s") from exc
     except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    store = PostgresStore(pool, timeout)
+    store = PostgresStore(pool, timeout, observe)
     try:
         applied = await store.migrate()
         if applied:
