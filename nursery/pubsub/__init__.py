@@ -21,6 +21,10 @@ from nursery.pubsub.broker import Presence as Presence
 from nursery.pubsub.broker import Resubscribed as Resubscribed
 from nursery.pubsub.memory import MemoryBroker as MemoryBroker
 from nursery.pubsub.memory import MemoryPresence as MemoryPresence
+from nursery.pubsub.ratelimit import MemoryRateLimiter as MemoryRateLimiter
+from nursery.pubsub.ratelimit import Rate as Rate
+from nursery.pubsub.ratelimit import RateLimiter as RateLimiter
+from nursery.pubsub.ratelimit import Verdict as Verdict
 
 REDIS_SCHEMES = ("redis", "rediss")
 
@@ -44,12 +48,7 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
             await memory_broker.aclose()
         return
 
-    scheme = urlsplit(url).scheme
-    if scheme not in REDIS_SCHEMES:
-        raise ValueError(
-            f"NURSERY_REDIS_URL has the unsupported scheme {scheme!r}: "
-            f"expected one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
-        )
+    _check_scheme(url)
     from nursery.pubsub.redis import RedisBroker, RedisPresence
 
     redis_broker = RedisBroker(url, settings.broker_timeout)
@@ -61,3 +60,32 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
             await redis_presence.aclose()
     finally:
         await redis_broker.aclose()
+
+
+def _check_scheme(url: str) -> None:
+    scheme = urlsplit(url).scheme
+    if scheme not in REDIS_SCHEMES:
+        raise ValueError(
+            f"NURSERY_REDIS_URL has the unsupported scheme {scheme!r}: "
+            f"expected one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+        )
+
+
+@asynccontextmanager
+async def open_rate_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
+    """Shared counters in Redis when ``settings.redis_url`` is set, else in this process."""
+    if not settings.redis_url:
+        memory = MemoryRateLimiter()
+        try:
+            yield memory
+        finally:
+            await memory.aclose()
+        return
+    _check_scheme(settings.redis_url)
+    from nursery.pubsub.redis_limits import RedisRateLimiter
+
+    limiter = RedisRateLimiter(settings.redis_url, settings.broker_timeout)
+    try:
+        yield limiter
+    finally:
+        await limiter.aclose()

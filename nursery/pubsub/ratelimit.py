@@ -1,0 +1,73 @@
+"""Rate limits shared by every instance: GCRA (the generic cell rate algorithm).
+
+A limit is ``Rate(count, per)``: at most ``count`` hits in any window of ``per`` seconds,
+bursts included. GCRA keeps one number per key, the theoretical arrival time (TAT): a hit
+is allowed when, after adding one emission interval ``per / count``, the TAT is at most
+``per`` ahead of now; otherwise the answer says how long until it would be.
+
+Backends: ``MemoryRateLimiter`` (one process) here; ``RedisRateLimiter`` in
+``redis_limits.py`` (one Lua script per hit, Redis's own clock, so every instance agrees).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    per: float  # seconds
+
+    @property
+    def interval(self) -> float:
+        return self.per / self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    retry_after: float = 0.0  # seconds until a hit would be allowed (when refused)
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, rate: Rate) -> Verdict:
+        """Count one hit on ``key``; refused hits are not counted. Raises
+        ``BrokerUnavailable`` when the shared counters cannot be reached."""
+
+
+def gcra(tat: float | None, now: float, rate: Rate) -> tuple[Verdict, float | None]:
+    """One GCRA step: (verdict, the new TAT to store or None to keep the old one)."""
+    new_tat = max(tat or now, now) + rate.interval
+    ahead = new_tat - now
+    if ahead > rate.per + 1e-9:
+        return Verdict(False, ahead - rate.per), None
+    return Verdict(True), new_tat
+
+
+class MemoryRateLimiter:
+    """Counters in this process; keys whose TAT has passed are swept, so memory is bounded
+    by the keys active within the longest ``per``."""
+
+    SWEEP_EVERY = 10_000  # hits between sweeps of expired keys
+
+    def __init__(self) -> None:
+        self._tats: dict[str, float] = {}
+        self._hits = 0
+
+    async def hit(self, key: str, rate: Rate) -> Verdict:
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        self._hits += 1
+        if self._hits % self.SWEEP_EVERY == 0:
+            self._tats = {k: t for k, t in self._tats.items() if t > now}
+        verdict, new_tat = gcra(self._tats.get(key), now, rate)
+        if new_tat is not None:
+            self._tats[key] = new_tat
+        return verdict
+
+    async def aclose(self) -> None:
+        self._tats.clear()

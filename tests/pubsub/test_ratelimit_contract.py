@@ -1,0 +1,91 @@
+"""One contract for both rate-limiter backends (memory, redis): GCRA semantics, shared
+counters across instances, keys independent, and refusal carrying a usable Retry-After."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import AsyncContextManager
+
+import pytest
+import trio
+import trio_asyncio  # type: ignore[import-untyped]
+
+from nursery.config import Settings
+from nursery.errors import BrokerUnavailable
+from nursery.pubsub import MemoryRateLimiter, Rate, RateLimiter, open_rate_limiter
+from nursery.pubsub.ratelimit import gcra
+
+OpenLimiters = Callable[[int], AsyncContextManager[list[RateLimiter]]]
+
+
+@asynccontextmanager
+async def _memory(n: int) -> AsyncIterator[list[RateLimiter]]:
+    async with open_rate_limiter(Settings()) as limiter:
+        assert isinstance(limiter, MemoryRateLimiter)
+        yield [limiter] * n  # one process: every "instance" shares it
+
+
+def _redis(url: str) -> OpenLimiters:
+    @asynccontextmanager
+    async def open_limiters(n: int) -> AsyncIterator[list[RateLimiter]]:
+        async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+            settings = Settings(redis_url=url, broker_timeout=2.0)
+            yield [await stack.enter_async_context(open_rate_limiter(settings)) for _ in range(n)]
+
+    return open_limiters
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limiters(request: pytest.FixtureRequest) -> OpenLimiters:
+    if request.param == "memory":
+        return _memory
+    return _redis(request.getfixturevalue("redis_url"))
+
+
+async def test_the_n_plus_first_hit_in_the_window_is_refused_on_any_instance(limiters: OpenLimiters) -> None:
+    with trio.fail_after(10):
+        async with limiters(3) as instances:
+            rate = Rate(5, 60)
+            verdicts = [await instances[i % 3].hit("login:a@b.io", rate) for i in range(5)]
+            assert all(v.allowed for v in verdicts)
+            refused = await instances[1].hit("login:a@b.io", rate)
+            assert not refused.allowed
+            assert 0 < refused.retry_after <= 12 + 0.5  # one interval (60/5) until the next hit
+            assert (await instances[2].hit("login:other@b.io", rate)).allowed  # keys independent
+
+
+async def test_capacity_returns_after_the_interval(limiters: OpenLimiters) -> None:
+    with trio.fail_after(10):
+        async with limiters(2) as (a, b):
+            rate = Rate(2, 0.4)  # one hit back every 0.2 s
+            assert (await a.hit("k", rate)).allowed and (await b.hit("k", rate)).allowed
+            refused = await a.hit("k", rate)
+            assert not refused.allowed
+            await trio.sleep(refused.retry_after + 0.05)
+            assert (await b.hit("k", rate)).allowed
+
+
+def test_gcra_steps() -> None:
+    rate = Rate(3, 3.0)
+    tat = None
+    for now in (0.0, 0.0, 0.0):
+        verdict, tat = gcra(tat, now, rate)
+        assert verdict.allowed
+    verdict, kept = gcra(tat, 0.0, rate)
+    assert not verdict.allowed and kept is None and verdict.retry_after == pytest.approx(1.0)
+    verdict, _ = gcra(tat, 1.0, rate)
+    assert verdict.allowed
+
+
+async def test_redis_limiter_outage_raises_broker_unavailable(own_redis: object) -> None:
+    with trio.fail_after(15):
+        async with trio_asyncio.open_loop():
+            settings = Settings(redis_url=own_redis.url, broker_timeout=1.0)  # type: ignore[attr-defined]
+            async with open_rate_limiter(settings) as limiter:
+                assert (await limiter.hit("k", Rate(10, 1))).allowed
+                own_redis.stop()  # type: ignore[attr-defined]
+                with pytest.raises(BrokerUnavailable):
+                    await limiter.hit("k", Rate(10, 1))
+                own_redis.start()  # type: ignore[attr-defined]
+                assert (await limiter.hit("k", Rate(10, 1))).allowed
