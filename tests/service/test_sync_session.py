@@ -104,10 +104,10 @@ def session(transport: FakeTransport, hub: Hub, log: ChangeLog) -> SyncSession:
     )
 
 
-async def wait_until(predicate: Any, timeout: float = 30) -> None:
+async def wait_until(predicate: Any, timeout: float = 30, poll: float = 0.01) -> None:
     with trio.fail_after(timeout):
         while not predicate():
-            await trio.sleep(0.01)
+            await trio.sleep(poll)
 
 
 def revs(transport: FakeTransport) -> list[int]:
@@ -166,7 +166,7 @@ async def test_client_that_answers_pings_stays(autojump_clock: Any, hub: Hub, lo
         answered = 0
         with trio.move_on_after(600):  # ten virtual minutes
             while True:
-                await wait_until(lambda: len(transport.of_type("ping")) > answered, 60)
+                await wait_until(lambda: len(transport.of_type("ping")) > answered, 60, poll=1)
                 answered += 1
                 await transport.client_sends({"type": "pong"})
         assert transport.closed is None and answered >= 20
