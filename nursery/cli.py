@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default 4000)")
     run.add_argument("--data-dir", type=Path, help="embedded database and secret (default ./.nursery)")
+    watcher = commands.add_parser("watch", help="log in and print your todos live")
+    watcher.add_argument(
+        "--url", default="http://127.0.0.1:4000",
+        help="an instance or the proxy (default http://127.0.0.1:4000)",
+    )
+    watcher.add_argument("--email", help="default: $NURSERY_EMAIL")
+    watcher.add_argument("--password", help="default: $NURSERY_PASSWORD (a flag shows up in ps)")
     return parser
 
 
@@ -50,6 +57,11 @@ async def _serve_until_signalled(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "watch":
+        from nursery.watch import main as watch_main
+
+        logging.basicConfig(level="WARNING")  # INFO logs would mix into the printed list
+        return watch_main(args.url, args.email, args.password)
     settings = Settings.from_env(
         **{k: v for k, v in vars(args).items() if k in {"host", "port", "data_dir"}}
     )
