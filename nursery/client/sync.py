@@ -1,26 +1,6 @@
-"""The Python client: one device's live copy of one user's todos, kept in sync over ``/ws``.
-
-Three layers, the first two without I/O:
-
-- ``Mirror``: the todos by id and the revision they reflect; applies ``change`` frames.
-- ``Backoff``: when to try again after a connection ended (full-jitter exponential backoff).
-- ``SyncClient``: the I/O. The gap-free start of DESIGN.md (``GET /api/todos``, then ``hello``
-  with ``since`` = the list's ``rev``), the backlog, live changes, heartbeats, and reconnects
-  that resume from the last revision applied.
-
-Exceptions (everything else that can go wrong on the network is retried, never raised)::
-
-    ClientError                   anything this module raises on purpose
-     ├── SessionEnded             the server ended this session for good (close 4001 or HTTP 401):
-     │                            the token is revoked or invalid; log in again
-     ├── RequestFailed            a REST call answered an unexpected status (e.g. a wrong password
-     │                            at ``login``, or a bug); carries ``status`` and the error body
-     └── ProtocolViolation        the server sent a frame this client cannot understand
-
-A close code → what ``SyncClient`` does: 4001 → raise ``SessionEnded``; 1012 (restarting) and
-4008 (too slow) after a welcome → reconnect at once (``restart_jitter``) and resume; anything
-else (1011, 1013, 4029, 1006, no close frame, timeouts, refused connections, HTTP 429/5xx) →
-backoff, then resume.
+"""``SyncClient``: the I/O. The gap-free start of DESIGN.md (``GET /api/todos``, then
+``hello`` with ``since`` = the list's ``rev``), the backlog, live changes, heartbeats, and
+reconnects that resume from the last revision applied.
 """
 
 from __future__ import annotations
@@ -42,164 +22,17 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from nursery.pubsub.protocol import BAD_MESSAGE, RESTARTING, TOO_SLOW, UNAUTHENTICATED
+from nursery.client.backoff import Backoff, Ending
+from nursery.client.errors import ClientError, ProtocolViolation, RequestFailed, SessionEnded
+from nursery.client.mirror import Mirror, _int
+from nursery.pubsub.protocol import BAD_MESSAGE, UNAUTHENTICATED
 
 log = logging.getLogger(__name__)
 
 PING = json.dumps({"type": "ping"})
 PONG = json.dumps({"type": "pong"})
 
-# 1012 and 4008 mean "this connection, not the service, is the problem": come back now.
-PROMPT_CODES = frozenset({RESTARTING, TOO_SLOW})
-
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-class ClientError(Exception):
-    """Base of the errors this module raises on purpose."""
-
-
-class SessionEnded(ClientError):
-    """The server ended the session for good (close code 4001 or HTTP 401): log in again."""
-
-
-class RequestFailed(ClientError):
-    def __init__(self, status: int, body: Any) -> None:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        message = error.get("message") if isinstance(error, dict) else None
-        super().__init__(f"HTTP {status}: {message or body!r}")
-        self.status = status
-        self.body = body
-
-
-class ProtocolViolation(ClientError):
-    """A frame from the server that this client cannot understand (a bug on one side)."""
-
-
-# -- the local copy (no I/O) ---------------------------------------------------------------------
-
-
-def _int(value: Any) -> int | None:
-    return value if type(value) is int else None
-
-
-def _todo(value: Any) -> dict[str, Any]:
-    if not (isinstance(value, dict) and isinstance(value.get("id"), str) and _int(value.get("rev")) is not None):
-        raise ProtocolViolation(f"not a todo: {value!r:.200}")
-    return value
-
-
-class Mirror:
-    """The local copy of one user's todos (``todos``: id → todo as JSON) as of revision ``rev``.
-
-    ``apply`` takes ``change`` frames. A change at or below ``rev`` is already reflected and
-    is ignored; ``ignored`` counts those. The server never resends a revision on a resume, so
-    after a clean run ``ignored`` is 0 and ``applied`` counts every change received. Revisions
-    may skip (a backlog carries only the latest state of each todo) but never go backwards.
-    ``loaded`` says whether the mirror was ever filled from the list (``load``).
-    """
-
-    def __init__(self) -> None:
-        self.rev = 0
-        self.todos: dict[str, dict[str, Any]] = {}
-        self.loaded = False
-        self.applied = 0
-        self.ignored = 0
-
-    def load(self, items: list[dict[str, Any]], rev: int) -> None:
-        """Replace everything with a list read at revision ``rev`` (which may be lower than
-        ``rev`` was: after a reset the server's history is the truth)."""
-        if _int(rev) is None or rev < 0:
-            raise ProtocolViolation(f"not a revision: {rev!r}")
-        todos = [_todo(item) for item in items]
-        self.todos = {todo["id"]: todo for todo in todos}
-        self.rev = rev
-        self.loaded = True
-
-    def apply(self, frame: dict[str, Any]) -> bool:
-        """Apply one ``change`` frame; ``False`` if it was already reflected (ignored)."""
-        rev = _int(frame.get("rev"))
-        if rev is None:
-            raise ProtocolViolation(f"change without a revision: {frame!r:.200}")
-        if rev <= self.rev:
-            self.ignored += 1
-            return False
-        match frame.get("op"):
-            case "upsert":
-                self._upsert(_todo(frame.get("todo")))
-            case "delete" if isinstance(frame.get("id"), str):
-                self.todos.pop(frame["id"], None)
-            case _:
-                raise ProtocolViolation(f"unknown change: {frame!r:.200}")
-        self.rev = rev
-        self.applied += 1
-        return True
-
-    def _upsert(self, todo: dict[str, Any]) -> None:
-        # A list read in pages may hold a todo newer than the first page's rev (it changed
-        # while the pages were read); the backlog then brings an older state first.
-        current = self.todos.get(todo["id"])
-        if current is None or current["rev"] < todo["rev"]:
-            self.todos[todo["id"]] = todo
-
-
-# -- when to reconnect (no I/O) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """How one connection attempt ended. ``code``: the close code, ``None`` without a close
-    frame (network error, timeout). ``uptime``: seconds since the welcome (0 without one)."""
-
-    code: int | None
-    reason: str
-    welcomed: bool = False
-    uptime: float = 0.0
-    retry_after: float | None = None
-
-
-class Backoff:
-    """Full-jitter exponential backoff: the n-th consecutive failure waits a uniform random
-    delay in ``[0, min(maximum, initial * 2**n)]``. A connection that stayed up ``stable_after``
-    seconds resets the count. A 1012 or 4008 after a welcome reconnects at once (within
-    ``restart_jitter``, so that the clients of a restarting instance do not come back in one
-    burst), once in a row: if the next connection ends that way again before it was stable,
-    it counts as a failure (a server that keeps doing it must not be hammered).
-    ``Retry-After`` (HTTP 429/503) is honoured as a lower bound."""
-
-    def __init__(
-        self,
-        initial: float = 0.1,
-        maximum: float = 10.0,
-        *,
-        restart_jitter: float = 0.5,
-        stable_after: float = 10.0,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.restart_jitter = restart_jitter
-        self.stable_after = stable_after
-        self.failures = 0
-        self._rng = rng
-        self._prompted = False
-
-    def ceiling(self) -> float:
-        """The largest delay the next failure can get."""
-        return min(self.maximum, self.initial * 2.0 ** min(self.failures, 64))
-
-    def delay_after(self, ending: Ending) -> float:
-        if ending.welcomed and ending.uptime >= self.stable_after:
-            self.failures, self._prompted = 0, False
-        if ending.code in PROMPT_CODES and ending.welcomed and not self._prompted:
-            self._prompted = True
-            return self._rng() * self.restart_jitter
-        delay = self._rng() * self.ceiling()
-        self.failures += 1
-        return max(delay, ending.retry_after or 0.0)
-
-
-# -- the connection ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,19 +400,3 @@ class SyncClient:
         if not isinstance(body, dict):
             raise ProtocolViolation(f"GET {url}: not a JSON object")
         return body
-
-
-__all__ = [
-    "Backoff",
-    "ClientConfig",
-    "ClientError",
-    "Ending",
-    "Mirror",
-    "ProtocolViolation",
-    "RequestFailed",
-    "SessionEnded",
-    "SyncClient",
-    "login",
-    "parse_frame",
-    "ws_url",
-]
