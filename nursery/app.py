@@ -20,6 +20,7 @@ from nursery.api.graphql import graphql_blueprint
 from nursery.api.health import health_blueprint
 from nursery.api.metrics import instrument_http, metrics_blueprint
 from nursery.api.rest import rest_blueprint
+from nursery.api.security import install_security, parse_origins
 from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_blueprint
 from nursery.config import Settings
@@ -135,6 +136,7 @@ def create_app(services: Services) -> QuartTrio:
     # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
     install_error_handlers(app)
+    install_security(app, parse_origins(settings.cors_origins))
     instrument_http(app, services.metrics)
     limits = SyncLimits(
         hello_timeout=settings.ws_hello_timeout,

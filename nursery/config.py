@@ -75,6 +75,13 @@ class Settings:
     db_timeout: float = field(default=5.0, metadata=_doc("timeout of one store operation"))
     broker_timeout: float = field(default=3.0, metadata=_doc("timeout of one broker operation"))
     password_min_length: int = field(default=8, metadata=_doc("shortest accepted password"))
+    cors_origins: str = field(
+        default="", metadata=_doc("comma-separated origins allowed to call the API from a browser")
+    )
+    trust_proxy_headers: bool = field(
+        default=False,
+        metadata=_doc("take the client address from X-Forwarded-For (only behind a proxy)"),
+    )
     log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING, ERROR"))
 
     @property

@@ -26,6 +26,7 @@ class Principal:
 
     user_id: str
     session_id: str
+    expires_at: float = float("inf")  # unix time at which the token stops being valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +88,11 @@ class Accounts:
         """Raises ``Unauthenticated`` unless the token names a live session."""
         if not token:
             raise Unauthenticated("a bearer token is required")
-        session = await self._store.live_session(self._tokens.session_id(token))
+        session_id, expires_at = self._tokens.read(token)
+        session = await self._store.live_session(session_id)
         if session is None:
             raise Unauthenticated("this session has ended")
-        return Principal(session.user_id, session.id)
+        return Principal(session.user_id, session.id, expires_at)
 
     async def me(self, who: Principal) -> User:
         user = await self._store.get_user(who.user_id)

@@ -147,6 +147,7 @@ class SyncSession:
         ):
             nursery.start_soon(self._ending_on_errors, self._read)
             nursery.start_soon(self._ending_on_errors, self._heartbeat)
+            nursery.start_soon(self._close_when_expired, who.expires_at)
             await feed.run(hello.since, self._emit)
 
     async def _receive_hello(self) -> protocol.Hello:
@@ -189,6 +190,12 @@ class SyncSession:
                 await self._send(protocol.PONG, "pong")
             elif isinstance(frame, protocol.Hello):
                 raise protocol.ProtocolError(protocol.BAD_MESSAGE, "hello was already received")
+
+    async def _close_when_expired(self, expires_at: float) -> None:
+        """A token expires while its socket is open: the socket goes with it (4001)."""
+        if expires_at != float("inf"):
+            await trio.sleep(max(0.0, expires_at - time.time()))
+            self.close(protocol.UNAUTHENTICATED, "the session expired")
 
     async def _heartbeat(self) -> None:
         while True:

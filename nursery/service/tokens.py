@@ -21,12 +21,20 @@ class TokenSigner:
 
     def session_id(self, token: str) -> str:
         """Raises ``Unauthenticated`` for a tampered, malformed or expired token."""
+        return self.read(token)[0]
+
+    def read(self, token: str) -> tuple[str, float]:
+        """The session id and the unix time at which the token expires; raises
+        ``Unauthenticated`` for a tampered, malformed or expired token."""
         try:
-            value = self._serializer.loads(token, max_age=self._max_age)
+            value, issued = self._serializer.loads(
+                token, max_age=self._max_age, return_timestamp=True
+            )
         except SignatureExpired as exc:
             raise Unauthenticated("the token has expired") from exc
         except (BadSignature, ValueError, UnicodeError) as exc:
             raise Unauthenticated("the token is not valid") from exc
         if not isinstance(value, str):
             raise Unauthenticated("the token is not valid")
-        return value
+        # itsdangerous counts whole seconds and refuses once the age exceeds max_age.
+        return value, issued.timestamp() + self._max_age + 1
