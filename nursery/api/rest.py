@@ -119,6 +119,8 @@ def rest_blueprint(accounts: Accounts, todos: Todos) -> Blueprint:
         query = request.args.get("q") or None
         if query is not None and len(query) > MAX_QUERY:
             raise _invalid("q", f"at most {MAX_QUERY} characters")
+        if query is not None and "\x00" in query:  # PostgreSQL text cannot hold it: not a 500
+            raise _invalid("q", "may not contain the NUL character")
         page = await todos.list(
             who,
             done=_bool_arg("done"),

@@ -31,6 +31,15 @@ Device = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, m
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold U+0000: refuse it here (422), not in the database (500).
+        strings = value if isinstance(value, list) else [value]
+        if any(isinstance(s, str) and "\x00" in s for s in strings):
+            raise ValueError("may not contain the NUL character")
+        return value
+
 
 class Credentials(_Input):
     email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
@@ -44,12 +53,27 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def _storable_due(moment: datetime | None) -> datetime | None:
+    """In UTC, as stored: an instant that shifts out of years 1..9999 is refused here (422),
+    not by the driver (500)."""
+    try:
+        moment = _utc(moment)
+        return None if moment is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range") from None
+
+
 class NewTodo(_Input):
     title: Title
     notes: Notes = ""
     done: bool = False
     due: datetime | None = None
     tags: Tags = []
+
+    @field_validator("due")
+    @classmethod
+    def _due_storable(cls, value: datetime | None) -> datetime | None:
+        return _storable_due(value)
 
     def draft(self) -> TodoDraft:
         return TodoDraft(self.title, self.notes, self.done, _utc(self.due), tuple(self.tags))
@@ -62,6 +86,11 @@ class TodoChanges(_Input):
     due: datetime | None = None
     tags: Tags | None = None
     if_rev: Annotated[int, Field(ge=0)] | None = None
+
+    @field_validator("due")
+    @classmethod
+    def _due_storable(cls, value: datetime | None) -> datetime | None:
+        return _storable_due(value)
 
     @field_validator("title", "notes", "done", "tags")
     @classmethod

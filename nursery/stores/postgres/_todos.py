@@ -11,7 +11,7 @@ import base64
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -210,9 +210,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, todo_id = json.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(todo_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput("bad cursor", details={"field": "cursor"}) from exc
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("we only issue cursors with a zone")
+        # In UTC, or the driver fails (500) on instants Python can parse but not shift.
+        return moment.astimezone(UTC), uuid.UUID(todo_id)
+    # uuid.UUID(5) raises AttributeError; astimezone at year 1 or 9999, OverflowError.
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        raise InvalidInput(
+            "bad cursor", details=[{"field": "cursor", "message": "not a cursor from this list"}]
+        ) from exc
 
 
 def _like_pattern(query: str) -> str:

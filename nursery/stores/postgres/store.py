@@ -12,6 +12,9 @@ pool stays usable. Driver failures become ``StoreUnavailable``; nothing else esc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -60,6 +63,12 @@ def _uuid(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+def _fingerprint(operation: str, request: Any) -> str:
+    """What a keyed write asked for: a retry must ask the same, or it is a different request."""
+    body = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
+    return f"{operation} {hashlib.sha256(body.encode()).hexdigest()[:32]}"
 
 
 def _known_id(value: str, what: str) -> uuid.UUID:
@@ -155,7 +164,8 @@ class PostgresStore:
         uid = _known_id(user_id, "user")
         apply = _todos.insert_todo(uid, draft)
         return await self._run(
-            _todos.write, uid, apply, idempotency_key, "create", name="create_todo"
+            _todos.write, uid, apply, idempotency_key,
+            _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
         )
 
     async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
@@ -182,7 +192,8 @@ class PostgresStore:
         uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
         apply = _todos.update_todo(uid, tid, patch)
         return await self._run(
-            _todos.write, uid, apply, idempotency_key, f"update {tid}", name="update_todo"
+            _todos.write, uid, apply, idempotency_key,
+            _fingerprint(f"update {tid}", [patch.fields, patch.if_rev]), name="update_todo",
         )
 
     async def delete_todo(
@@ -196,7 +207,8 @@ class PostgresStore:
         uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
         apply = _todos.delete_todo(uid, tid, if_rev)
         return await self._run(
-            _todos.write, uid, apply, idempotency_key, f"delete {tid}", name="delete_todo"
+            _todos.write, uid, apply, idempotency_key,
+            _fingerprint(f"delete {tid}", if_rev), name="delete_todo",
         )
 
     async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
