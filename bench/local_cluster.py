@@ -69,6 +69,10 @@ async def local_cluster(instances: int = 3, *, log_dir: Path | None = None) -> A
                     "NURSERY_SECRET_KEY": "bench",
                     "NURSERY_INSTANCE_NAME": f"bench-{index + 1}",
                     "NURSERY_LOG_LEVEL": "WARNING",
+                    # the load generator registers and writes from one address
+                    "NURSERY_LOGIN_RATE_PER_CLIENT": "1000000/1",
+                    "NURSERY_REGISTER_RATE_PER_CLIENT": "1000000/1",
+                    "NURSERY_WRITE_RATE_PER_USER": "1000000/1",
                 }
                 log = open((log_dir or directory) / f"instance-{index + 1}.log", "w")
                 processes.append(await trio.lowlevel.open_process(

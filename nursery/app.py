@@ -26,10 +26,11 @@ from nursery.api.ws import ws_blueprint
 from nursery.config import Settings
 from nursery.errors import StoreUnavailable
 from nursery.metrics import Metrics
-from nursery.pubsub import open_broker
+from nursery.pubsub import open_broker, open_rate_limiter
 from nursery.pubsub.broker import Broker, Presence
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
+from nursery.service.limits import Limits, parse_rate
 from nursery.service.notify import Notifier
 from nursery.service.sync import SyncLimits
 from nursery.service.todos import Todos
@@ -52,6 +53,7 @@ class Services:
     notifier: Notifier
     accounts: Accounts
     todos: Todos
+    limits: Limits
     metrics: Metrics
     draining: bool = False
 
@@ -70,8 +72,17 @@ async def open_services(
             observe=metrics.store_operation,
         ) as store,
         open_broker(settings) as (broker, presence),
+        open_rate_limiter(settings) as limiter,
     ):
         notifier = Notifier(broker)
+        limits = Limits(
+            limiter,
+            login_per_account=settings.login_rate_per_account,
+            login_per_client=settings.login_rate_per_client,
+            register_per_client=settings.register_rate_per_client,
+            writes_per_user=settings.write_rate_per_user,
+            on_limited=metrics.rate_limited,
+        )
         tokens = TokenSigner(secret_key, settings.token_max_age)
         services = Services(
             settings=settings,
@@ -81,10 +92,11 @@ async def open_services(
             hub=Hub(broker, presence, presence_ttl=settings.presence_ttl),
             notifier=notifier,
             accounts=Accounts(
-                store, tokens, notifier, presence,
+                store, tokens, notifier, presence, limits,
                 password_min_length=settings.password_min_length,
             ),
-            todos=Todos(store, notifier),
+            todos=Todos(store, notifier, limits),
+            limits=limits,
             metrics=metrics,
         )
         _expose_live_counters(services)
@@ -93,6 +105,7 @@ async def open_services(
 
 def _expose_live_counters(services: Services) -> None:
     m, hub, notifier = services.metrics, services.hub, services.notifier
+    limits = services.limits
     m.gauge("nursery_websockets_open", "Open sync connections", lambda: hub.connection_count)
     m.gauge("nursery_store_pool_connections", "Store connections open",
             lambda: services.store.pool_use()[0])
@@ -102,6 +115,8 @@ def _expose_live_counters(services: Services) -> None:
     m.count("nursery_broker_publish_failures", "Events that could not be published",
             lambda: notifier.failures)
     m.count("nursery_broker_received", "Broker messages received", lambda: hub.received)
+    m.count("nursery_rate_limit_failed_open", "Writes let through while Redis was down",
+            lambda: limits.failed_open)
     m.count("nursery_broker_reconnects", "Broker subscriptions lost and re-established",
             lambda: getattr(services.broker, "reconnects", 0))
 
@@ -144,9 +159,12 @@ def create_app(services: Services) -> QuartTrio:
         ping_timeout=settings.ws_ping_timeout,
         send_timeout=settings.ws_send_timeout,
         queue_size=settings.ws_queue_size,
+        message_rate=parse_rate(settings.ws_message_rate),
     )
     draining: Callable[[], bool] = lambda: services.draining
-    app.register_blueprint(rest_blueprint(services.accounts, services.todos))
+    app.register_blueprint(
+        rest_blueprint(services.accounts, services.todos, settings.trust_proxy_headers)
+    )
     app.register_blueprint(
         ws_blueprint(
             services.accounts, services.todos, services.hub, settings.name, limits,

@@ -75,6 +75,19 @@ class Settings:
     db_timeout: float = field(default=5.0, metadata=_doc("timeout of one store operation"))
     broker_timeout: float = field(default=3.0, metadata=_doc("timeout of one broker operation"))
     password_min_length: int = field(default=8, metadata=_doc("shortest accepted password"))
+    login_rate_per_account: str = field(
+        default="10/60", metadata=_doc("login attempts per account (COUNT/SECONDS)")
+    )
+    login_rate_per_client: str = field(
+        default="30/60", metadata=_doc("login attempts per client address")
+    )
+    register_rate_per_client: str = field(
+        default="20/600", metadata=_doc("registrations per client address")
+    )
+    write_rate_per_user: str = field(default="1000/60", metadata=_doc("todo writes per user"))
+    ws_message_rate: str = field(
+        default="20/1", metadata=_doc("frames a websocket may send (more: closed with 4029)")
+    )
     cors_origins: str = field(
         default="", metadata=_doc("comma-separated origins allowed to call the API from a browser")
     )

@@ -50,6 +50,9 @@ class Metrics:
             "nursery_sync_lag_seconds", "From a change's commit to its frame being sent",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self._limited = Counter(
+            "nursery_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r
+        )
         self._live = _LiveCollector()
         r.register(self._live)
 
@@ -69,6 +72,9 @@ class Metrics:
         self._ws_closed.labels(str(code)).inc()
         if code == 4008:
             self._slow.labels(_slow_reason(reason)).inc()
+
+    def rate_limited(self, kind: str) -> None:
+        self._limited.labels(kind).inc()
 
     def sync_lag(self, seconds: float) -> None:
         self._sync_lag.observe(max(0.0, seconds))

@@ -20,6 +20,13 @@ from nursery.config import Settings
 from nursery.server import Lifecycle, serve
 
 SECRET = "test-secret-key"
+# Tests register and log in many users from 127.0.0.1: rate limits are opt-in per test.
+UNLIMITED = {
+    "login_rate_per_account": "100000/1",
+    "login_rate_per_client": "100000/1",
+    "register_rate_per_client": "100000/1",
+    "write_rate_per_user": "100000/1",
+}
 
 
 @dataclass
@@ -54,7 +61,7 @@ async def start_instance(
         secret_key=SECRET,
         instance_name=name,
         shutdown_timeout=5.0,
-        **overrides,
+        **{**UNLIMITED, **overrides},
     )
     lifecycle = Lifecycle()
 

@@ -67,7 +67,18 @@ def _login_body(login: Login) -> dict[str, Any]:
     }
 
 
-def rest_blueprint(accounts: Accounts, todos: Todos) -> Blueprint:
+def client_address(trust_proxy_headers: bool) -> str:
+    """The caller's address; behind our proxy, the one it saw (the last X-Forwarded-For hop,
+    which the proxy appended: earlier hops are whatever the client claimed)."""
+    if trust_proxy_headers:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote_addr or "unknown"
+
+
+def rest_blueprint(accounts: Accounts, todos: Todos, trust_proxy_headers: bool = False) -> Blueprint:
     api = Blueprint("rest", __name__, url_prefix="/api")
 
     async def caller() -> Principal:
@@ -80,12 +91,15 @@ def rest_blueprint(accounts: Accounts, todos: Todos) -> Blueprint:
 
     @api.post("/auth/register")
     async def register() -> Response:
-        login = await accounts.register(await body(inputs.Credentials))
+        form = await body(inputs.Credentials)
+        login = await accounts.register(form, client_address(trust_proxy_headers))
         return json_response(_login_body(login), 201)
 
     @api.post("/auth/login")
     async def login() -> Response:
-        return json_response(_login_body(await accounts.login(await body(inputs.Credentials))))
+        form = await body(inputs.Credentials)
+        login = await accounts.login(form, client_address(trust_proxy_headers))
+        return json_response(_login_body(login))
 
     @api.post("/auth/logout")
     async def logout() -> Response:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import trio
 from quart import Blueprint, websocket
+from quart.wrappers.base import ClientDisconnectedError
 
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
 from nursery.service.sync import SyncLimits, SyncObserver, SyncSession, TransportClosed
 from nursery.service.todos import Todos
+
+
+CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours
 
 
 class QuartTransport:
@@ -17,20 +22,27 @@ class QuartTransport:
     async def receive(self) -> str | bytes:
         try:
             return await websocket.receive()
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ClientDisconnectedError) as exc:
             raise TransportClosed() from exc
 
     async def send(self, text: str) -> None:
         try:
             await websocket.send(text)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, ClientDisconnectedError) as exc:
             raise TransportClosed() from exc
 
     async def close(self, code: int, reason: str) -> None:
+        """Send the close frame, then read (and drop) what the peer still sends until its
+        close frame arrives, at most ``CLOSE_GRACE`` seconds. Closing a socket with unread
+        data makes the kernel send RST, and the peer would lose our close frame (1006)."""
         try:
             await websocket.close(code, reason)
-        except (OSError, RuntimeError) as exc:
-            raise TransportClosed() from exc
+            with trio.move_on_after(CLOSE_GRACE):
+                while True:
+                    await websocket.receive()
+        except (OSError, RuntimeError, ClientDisconnectedError) as exc:
+            if not isinstance(exc, ClientDisconnectedError):
+                raise TransportClosed() from exc
 
 
 def ws_blueprint(

@@ -10,6 +10,7 @@ from nursery.models import Session, User
 from nursery.pubsub.broker import Presence
 from nursery.pubsub.events import session_changed
 from nursery.service import inputs
+from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
 from nursery.service.passwords import hash_password, verify_password
 from nursery.service.tokens import TokenSigner
@@ -50,16 +51,20 @@ class Accounts:
         tokens: TokenSigner,
         notifier: Notifier,
         presence: Presence,
+        limits: Limits,
         *,
         password_min_length: int = 8,
     ) -> None:
         self._store = store
+        self._limits = limits
         self._tokens = tokens
         self._notifier = notifier
         self._presence = presence
         self._password_min_length = password_min_length
 
-    async def register(self, form: inputs.Credentials) -> Login:
+    async def register(self, form: inputs.Credentials, client: str = "unknown") -> Login:
+        """``client``: the caller's address, for rate limits."""
+        await self._limits.register(client)
         email = normalise_email(form.email)
         if len(form.password) < self._password_min_length:
             raise InvalidInput(
@@ -72,8 +77,11 @@ class Accounts:
         user = await self._store.create_user(email, await hash_password(form.password))
         return await self._open_session(user, form.device)
 
-    async def login(self, form: inputs.Credentials) -> Login:
-        found = await self._store.credentials(form.email.strip().lower())
+    async def login(self, form: inputs.Credentials, client: str = "unknown") -> Login:
+        """``client``: the caller's address, for rate limits (per address and per account)."""
+        email = form.email.strip().lower()
+        await self._limits.login(email, client)
+        found = await self._store.credentials(email)
         ok = await verify_password(found.password_hash if found else None, form.password)
         if not ok or found is None:
             raise Unauthenticated("wrong email or password")

@@ -22,6 +22,7 @@ from nursery.errors import StoreUnavailable, Unauthenticated
 from nursery.models import Change
 from nursery.pubsub import protocol
 from nursery.pubsub.hub import Hub
+from nursery.pubsub.ratelimit import Rate, gcra
 from nursery.service.accounts import Principal
 from nursery.service.feed import FeedEvent, Head, Online, ReadChanges, Reset, SessionEvent, open_feed
 
@@ -74,6 +75,7 @@ class SyncLimits:
     ping_timeout: float = 20.0
     send_timeout: float = 10.0
     queue_size: int = 256
+    message_rate: Rate = Rate(20, 1.0)  # frames a client may send; more closes with 4029
 
 
 class SyncSession:
@@ -183,8 +185,14 @@ class SyncSession:
             await trio.lowlevel.checkpoint()  # raises Cancelled: the scope is cancelled
 
     async def _read(self) -> None:
+        allowance: float | None = None  # this connection's GCRA state
         while True:
-            frame = protocol.parse(await self._transport.receive())
+            raw = await self._transport.receive()
+            verdict, allowance_next = gcra(allowance, trio.current_time(), self._limits.message_rate)
+            if not verdict.allowed:
+                raise protocol.ProtocolError(protocol.RATE_LIMITED, "too many messages")
+            allowance = allowance_next
+            frame = protocol.parse(raw)
             self._last_heard = trio.current_time()
             if isinstance(frame, protocol.Ping):
                 await self._send(protocol.PONG, "pong")

@@ -7,6 +7,7 @@ from nursery.models import ChangeBatch, Todo, TodoPage, WriteResult
 from nursery.pubsub.events import TodoChanged
 from nursery.service import inputs
 from nursery.service.accounts import Principal
+from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
 from nursery.stores.base import TodoStore
 
@@ -15,9 +16,10 @@ MAX_CHANGES = 1000
 
 
 class Todos:
-    def __init__(self, store: TodoStore, notifier: Notifier) -> None:
+    def __init__(self, store: TodoStore, notifier: Notifier, limits: Limits) -> None:
         self._store = store
         self._notifier = notifier
+        self._limits = limits
 
     async def _announce(self, who: Principal, result: WriteResult) -> WriteResult:
         if not result.replayed:
@@ -27,6 +29,7 @@ class Todos:
     async def create(
         self, who: Principal, form: inputs.NewTodo, idempotency_key: str | None = None
     ) -> WriteResult:
+        await self._limits.write(who.user_id)
         result = await self._store.create_todo(
             who.user_id, form.draft(), idempotency_key=idempotency_key
         )
@@ -58,6 +61,7 @@ class Todos:
         form: inputs.TodoChanges,
         idempotency_key: str | None = None,
     ) -> WriteResult:
+        await self._limits.write(who.user_id)
         result = await self._store.update_todo(
             who.user_id, todo_id, form.patch(), idempotency_key=idempotency_key
         )
@@ -71,6 +75,7 @@ class Todos:
         if_rev: int | None = None,
         idempotency_key: str | None = None,
     ) -> WriteResult:
+        await self._limits.write(who.user_id)
         result = await self._store.delete_todo(
             who.user_id, todo_id, if_rev=if_rev, idempotency_key=idempotency_key
         )

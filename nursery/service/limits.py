@@ -1,0 +1,79 @@
+"""Which actions are rate limited, by what key, and what happens when the counters are down.
+
+Limits are ``"COUNT/SECONDS"`` strings in the settings (e.g. ``"10/60"``: ten per minute,
+bursts included). Keys: login per account and per client address (brute force), register per
+client address, writes per user. Websocket messages per connection are limited in
+``service.sync`` (no shared counter needed for one connection).
+
+When the shared counters (Redis) are unreachable: logins and registrations are refused with
+503 (the brute-force guard must not vanish with Redis); writes go through (fail open) and
+every such pass is logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from nursery.errors import BrokerUnavailable, RateLimited, Unavailable
+from nursery.pubsub.ratelimit import Rate, RateLimiter
+
+log = logging.getLogger(__name__)
+
+
+def parse_rate(text: str) -> Rate:
+    try:
+        count, per = text.split("/")
+        rate = Rate(int(count), float(per))
+    except ValueError:
+        raise ValueError(f"a rate is COUNT/SECONDS, like 10/60, not {text!r}") from None
+    if rate.count <= 0 or rate.per <= 0:
+        raise ValueError(f"a rate needs a positive count and period, not {text!r}")
+    return rate
+
+
+class Limits:
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        *,
+        login_per_account: str,
+        login_per_client: str,
+        register_per_client: str,
+        writes_per_user: str,
+        on_limited: Callable[[str], None] = lambda kind: None,
+    ) -> None:
+        self._limiter = limiter
+        self._login_account = parse_rate(login_per_account)
+        self._login_client = parse_rate(login_per_client)
+        self._register_client = parse_rate(register_per_client)
+        self._writes = parse_rate(writes_per_user)
+        self._on_limited = on_limited
+        self.failed_open = 0
+
+    async def login(self, email: str, client: str) -> None:
+        await self._check("login", f"login:client:{client}", self._login_client, fail_open=False)
+        await self._check("login", f"login:account:{email}", self._login_account, fail_open=False)
+
+    async def register(self, client: str) -> None:
+        await self._check("register", f"register:client:{client}", self._register_client, fail_open=False)
+
+    async def write(self, user_id: str) -> None:
+        await self._check("write", f"write:user:{user_id}", self._writes, fail_open=True)
+
+    async def _check(self, kind: str, key: str, rate: Rate, *, fail_open: bool) -> None:
+        try:
+            verdict = await self._limiter.hit(key, rate)
+        except BrokerUnavailable as exc:
+            if not fail_open:
+                raise Unavailable("rate limits cannot be checked right now") from exc
+            self.failed_open += 1
+            log.error("rate limit %s not checked (failing open): %s", kind, exc)
+            return
+        if not verdict.allowed:
+            self._on_limited(kind)
+            raise RateLimited(
+                f"too many {kind} attempts, try again later", retry_after=verdict.retry_after
+            )
+
+
