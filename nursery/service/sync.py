@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -150,7 +151,9 @@ class SyncSession:
             nursery.start_soon(self._ending_on_errors, self._read)
             nursery.start_soon(self._ending_on_errors, self._heartbeat)
             nursery.start_soon(self._close_when_expired, who.expires_at)
-            await feed.run(hello.since, self._emit)
+            # Errors are turned into close codes inside the nursery: out of it they would
+            # come wrapped in an exception group.
+            await self._ending_on_errors(partial(feed.run, hello.since, self._emit))
 
     async def _receive_hello(self) -> protocol.Hello:
         with trio.move_on_after(self._limits.hello_timeout):
