@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from nursery.service import inputs
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -28,7 +30,7 @@ def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _body(model: type[inputs.BaseModel]) -> dict[str, Any]:
+def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(model.__name__)}}}
 
 

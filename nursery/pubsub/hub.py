@@ -114,9 +114,9 @@ class Hub:
             self.undecodable += 1
             log.warning("ignoring an undecodable broker message")
             return
-        peers = self._subscribers.get(event.user_id)
-        if not peers:
+        if not self._subscribers.get(event.user_id):
             return
+        peers = self._subscribers[event.user_id]
         if isinstance(event, events.PresenceChanged):
             self.presence_changed(event.user_id)
             return

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import trio
-import trio_asyncio  # type: ignore[import-untyped]
+import trio_asyncio
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff

@@ -14,7 +14,7 @@ from nursery.errors import Unauthenticated
 class TokenSigner:
     def __init__(self, secret_key: str, max_age: float) -> None:
         self._serializer = URLSafeTimedSerializer(secret_key, salt="nursery.session")
-        self._max_age = max_age
+        self._max_age = max(1, round(max_age))  # itsdangerous counts whole seconds
 
     def issue(self, session_id: str) -> str:
         return self._serializer.dumps(session_id)

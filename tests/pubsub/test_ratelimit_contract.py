@@ -9,7 +9,7 @@ from typing import AsyncContextManager
 
 import pytest
 import trio
-import trio_asyncio  # type: ignore[import-untyped]
+import trio_asyncio
 
 from nursery.config import Settings
 from nursery.errors import BrokerUnavailable

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
-import trio_asyncio  # type: ignore[import-untyped]
+import trio_asyncio
 
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import Delivery, Message, Resubscribed

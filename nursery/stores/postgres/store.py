@@ -92,7 +92,7 @@ class PostgresStore:
         ok = False
         try:
             with trio.fail_after(self._timeout):
-                result = await trio_asyncio.aio_as_trio(self._on_connection)(op, *args)
+                result: T = await trio_asyncio.aio_as_trio(self._on_connection)(op, *args)
             ok = True
             return result
         except trio.TooSlowError as exc:
