@@ -8,9 +8,9 @@ that live as long as the instance (broker subscription, presence upkeep, tombsto
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 from quart_trio import QuartTrio
@@ -18,6 +18,7 @@ from quart_trio import QuartTrio
 from nursery.api.errors import install_error_handlers
 from nursery.api.graphql import graphql_blueprint
 from nursery.api.health import health_blueprint
+from nursery.api.inflight import InFlight, track_in_flight
 from nursery.api.metrics import instrument_http, metrics_blueprint
 from nursery.api.rest import rest_blueprint
 from nursery.api.security import install_security, parse_origins
@@ -55,6 +56,7 @@ class Services:
     todos: Todos
     limits: Limits
     metrics: Metrics
+    in_flight: InFlight = field(default_factory=InFlight)
     draining: bool = False
 
 
@@ -147,11 +149,16 @@ async def _purge_tombstones(services: Services) -> None:
 def create_app(services: Services) -> QuartTrio:
     settings = services.settings
     app = QuartTrio(__name__)
+
+    def draining() -> bool:
+        return services.draining
+
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
     install_error_handlers(app)
     install_security(app, parse_origins(settings.cors_origins))
+    track_in_flight(app, services.in_flight, draining)
     instrument_http(app, services.metrics)
     limits = SyncLimits(
         hello_timeout=settings.ws_hello_timeout,
@@ -161,7 +168,7 @@ def create_app(services: Services) -> QuartTrio:
         queue_size=settings.ws_queue_size,
         message_rate=parse_rate(settings.ws_message_rate),
     )
-    draining: Callable[[], bool] = lambda: services.draining
+
     app.register_blueprint(
         rest_blueprint(services.accounts, services.todos, settings.trust_proxy_headers)
     )

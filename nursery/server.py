@@ -26,6 +26,9 @@ from nursery.stores.embedded import open_private_postgres
 
 log = logging.getLogger(__name__)
 
+# After the listener closes: time for requests already read off the wire to reach the app.
+IDLE_CHECK_DELAY = 0.05
+
 
 class Lifecycle:
     """How the outside (signals, tests) asks an instance to stop."""
@@ -34,6 +37,7 @@ class Lifecycle:
         self.stop_requested = trio.Event()
         self.stop_accepting = trio.Event()
         self.stop_now = trio.Event()
+        self.http = trio.CancelScope()  # cancelled once nothing is in flight any more
 
     def request_stop(self) -> None:
         """First call: graceful shutdown. Second call: cancel what is left."""
@@ -108,12 +112,13 @@ async def _serve_http(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await hypercorn_serve(
-        create_app(services),
-        hypercorn_config(services.settings),
-        shutdown_trigger=lifecycle.stop_accepting.wait,
-        task_status=task_status,
-    )
+    with lifecycle.http:
+        await hypercorn_serve(
+            create_app(services),
+            hypercorn_config(services.settings),
+            shutdown_trigger=lifecycle.stop_accepting.wait,
+            task_status=task_status,
+        )
     owner.cancel()  # HTTP is done: the background tasks go too
 
 
@@ -129,6 +134,18 @@ async def _shut_down_when_asked(
         await lifecycle.stop_now.wait()
     lifecycle.stop_accepting.set()
     services.hub.close_all(RESTARTING, "server restarting")
-    await lifecycle.stop_now.wait()
-    log.warning("stopping at once: a second stop request")
-    owner.cancel()
+    async with trio.open_nursery() as waiting:
+
+        async def stop_at_once() -> None:
+            await lifecycle.stop_now.wait()
+            log.warning("stopping at once: a second stop request")
+            owner.cancel()
+
+        waiting.start_soon(stop_at_once)
+        # In-flight requests finish; idle keep-alive connections would hold Hypercorn until
+        # its graceful timeout, so serving ends as soon as nothing is in flight.
+        await trio.sleep(IDLE_CHECK_DELAY)
+        await services.in_flight.wait_idle()
+        log.info("nothing in flight: closing the remaining idle connections")
+        lifecycle.http.cancel()
+        waiting.cancel_scope.cancel()

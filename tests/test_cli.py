@@ -162,3 +162,33 @@ def test_help_lists_every_setting() -> None:
     out = subprocess.run([*NURSERY, "--help"], capture_output=True, text=True, check=True).stdout
     for name in ("NURSERY_DATABASE_URL", "NURSERY_REDIS_URL", "NURSERY_SECRET_KEY", "NURSERY_DRAIN_DELAY"):
         assert name in out
+
+
+async def test_sigterm_with_an_idle_keepalive_connection_exits_promptly(tmp_path: Path, database_url: str) -> None:
+    """An idle keep-alive connection must not hold shutdown until its deadline; a request
+    accepted during the drain is still answered (with Connection: close)."""
+    port = free_port()
+    process = await trio.lowlevel.open_process(
+        [*NURSERY, "serve", "--port", str(port)],
+        env=_env(NURSERY_DATABASE_URL=database_url, NURSERY_SECRET_KEY="k",
+                 NURSERY_DRAIN_DELAY="1.0", NURSERY_SHUTDOWN_TIMEOUT="20"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base, process)
+        async with httpx.AsyncClient() as idle, httpx.AsyncClient() as during:
+            assert (await idle.get(f"{base}/healthz")).status_code == 200  # now idle, kept alive
+            started = trio.current_time()
+            process.send_signal(signal.SIGTERM)
+            await trio.sleep(0.3)
+            r = await during.get(f"{base}/readyz")  # accepted during the drain
+            assert r.status_code == 503 and r.headers.get("connection") == "close"
+            with trio.fail_after(10):
+                await process.wait()
+        assert process.returncode == 0
+        assert trio.current_time() - started < 4  # drain 1 s + a little, not 20 s
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

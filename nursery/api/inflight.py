@@ -1,0 +1,59 @@
+"""Requests and websockets in progress, so that a graceful shutdown knows when it is done.
+
+Hypercorn waits out its whole graceful timeout when a client holds an idle keep-alive
+connection, so the server stops serving as soon as nothing is in flight instead. While
+draining, every response says ``Connection: close`` so that clients (and the proxy) stop
+reusing connections to this instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from quart import Quart, Response
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.count += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+
+    def end(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        while self.count:
+            await self._idle.wait()
+
+
+def track_in_flight(app: Quart, in_flight: InFlight, draining: Callable[[], bool]) -> None:
+    """Count every HTTP request and websocket from the moment Hypercorn hands it over to
+    the moment the app is done with it (an ASGI wrapper: nothing can skip the count)."""
+    inner = app.asgi_app
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await inner(scope, receive, send)
+            return
+        in_flight.begin()
+        try:
+            await inner(scope, receive, send)
+        finally:
+            in_flight.end()
+
+    app.asgi_app = counted  # type: ignore[method-assign]
+
+    @app.after_request
+    async def close_while_draining(response: Response) -> Response:
+        if draining():
+            response.headers["Connection"] = "close"
+        return response
