@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,8 +52,19 @@ async def _wait_ready(url: str, timeout: float = 60) -> None:
                 await trio.sleep(0.1)
 
 
+SECRET = "bench"
+
+
+@dataclass
+class Cluster:
+    urls: list[str]
+    database_url: str
+    secret: str
+    pids: list[int]
+
+
 @asynccontextmanager
-async def local_cluster(instances: int = 3, *, log_dir: Path | None = None) -> AsyncIterator[list[str]]:
+async def local_cluster(instances: int = 3, *, log_dir: Path | None = None) -> AsyncIterator[Cluster]:
     directory = Path(tempfile.mkdtemp(prefix="nursery-bench-"))
     postgres = PrivatePostgres(directory / "pg", fast=False)
     await trio.to_thread.run_sync(postgres.start)
@@ -66,7 +78,7 @@ async def local_cluster(instances: int = 3, *, log_dir: Path | None = None) -> A
                     **os.environ,
                     "NURSERY_DATABASE_URL": postgres.url,
                     "NURSERY_REDIS_URL": redis_url,
-                    "NURSERY_SECRET_KEY": "bench",
+                    "NURSERY_SECRET_KEY": SECRET,
                     "NURSERY_INSTANCE_NAME": f"bench-{index + 1}",
                     "NURSERY_LOG_LEVEL": "WARNING",
                     # the load generator registers and writes from one address
@@ -82,7 +94,7 @@ async def local_cluster(instances: int = 3, *, log_dir: Path | None = None) -> A
                 urls.append(f"http://127.0.0.1:{port}")
             for url in urls:
                 await _wait_ready(url)
-            yield urls
+            yield Cluster(urls, postgres.url, SECRET, [p.pid for p in processes])
     finally:
         for process in processes:
             process.terminate()

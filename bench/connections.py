@@ -1,0 +1,138 @@
+"""Idle connections: hold N websockets (each through hello/welcome, then silent but for
+pongs) and measure the server's resident memory per connection.
+
+    .venv/bin/python bench/connections.py --connections 18000          # straight to 3 instances
+    .venv/bin/python bench/connections.py --connections 9000 --via URL  # e.g. through Caddy
+
+Without ``--urls``/``--via`` it starts PostgreSQL, Redis and 3 instances itself and reads
+their RSS from /proc; with them, pass ``--pids`` to measure (else only the count is checked).
+The load generator splits the sockets over ``--procs`` processes (descriptors: 20,000 each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+from trio_websocket import open_websocket_url
+
+sys.path.insert(0, os.path.dirname(__file__))
+from local_cluster import local_cluster  # noqa: E402
+from seed import seed_users  # noqa: E402
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def hold(ws_urls: list[str], tokens: list[str], ready: Any, release: Any, connect_parallel: int) -> None:
+    """One load-generator process: open every socket, report, then hold them until told."""
+    limiter = trio.CapacityLimiter(connect_parallel)
+    opened = 0
+    failed = 0
+
+    async def one(index: int, token: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        nonlocal opened, failed
+        try:
+            async with limiter:
+                ws_cm = open_websocket_url(ws_urls[index % len(ws_urls)], message_queue_size=4)
+                ws = await ws_cm.__aenter__()
+                await ws.send_message(json.dumps({"type": "hello", "token": token, "since": None}))
+                await ws.get_message()
+            opened += 1
+        except Exception:
+            failed += 1
+            return
+        try:
+            while True:
+                frame = await ws.get_message()
+                if '"ping"' in frame:
+                    await ws.send_message('{"type":"pong"}')
+        except Exception:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for index, token in enumerate(tokens):
+            nursery.start_soon(one, index, token)
+        while opened + failed < len(tokens):
+            await trio.sleep(0.1)
+        ready.put((opened, failed))
+        await trio.to_thread.run_sync(release.wait)
+        nursery.cancel_scope.cancel()
+
+
+def _process_main(ws_urls: list[str], tokens: list[str], ready: Any, release: Any, parallel: int) -> None:
+    try:
+        trio.run(hold, ws_urls, tokens, ready, release, parallel)
+    except BaseException:  # sockets torn down at exit: nothing left to report
+        pass
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        if args.urls:
+            urls, pids = args.urls.split(","), [int(p) for p in args.pids.split(",")] if args.pids else []
+            database_url, secret = args.database_url, args.secret
+        else:
+            cluster = await stack.enter_async_context(local_cluster(3))
+            urls, pids, database_url, secret = cluster.urls, cluster.pids, cluster.database_url, cluster.secret
+        via = (args.via or ",".join(urls)).split(",")
+        ws_urls = [u.replace("http://", "ws://") + "/ws" for u in via]
+        users = max(1, args.connections // 3)
+        tokens = [t for user in await seed_users(database_url, secret, users, 3) for t in user][: args.connections]
+        await trio.sleep(2)
+        before = {pid: rss_kib(pid) for pid in pids}
+        ctx = multiprocessing.get_context("spawn")
+        ready, release = ctx.Queue(), ctx.Event()
+        share = (len(tokens) + args.procs - 1) // args.procs
+        workers = [ctx.Process(target=_process_main,
+                               args=(ws_urls, tokens[i * share:(i + 1) * share], ready, release, args.parallel))
+                   for i in range(args.procs)]
+        started = time.monotonic()
+        for worker in workers:
+            worker.start()
+        results = [await trio.to_thread.run_sync(ready.get) for _ in workers]
+        connect_seconds = time.monotonic() - started
+        await trio.sleep(args.settle)
+        after = {pid: rss_kib(pid) for pid in pids}
+        release.set()
+        for worker in workers:
+            await trio.to_thread.run_sync(worker.join, 30)
+    opened = sum(r[0] for r in results)
+    grown = sum(after[p] - before[p] for p in pids)
+    return {
+        "scenario": "connections",
+        "target": args.connections,
+        "via": via,
+        "opened": opened,
+        "failed": sum(r[1] for r in results),
+        "connect_seconds": round(connect_seconds, 1),
+        "server_rss_kib_before": before,
+        "server_rss_kib_after": after,
+        "server_rss_kib_per_connection": round(grown / opened, 2) if pids and opened else None,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=3000)
+    parser.add_argument("--urls", help="instance base URLs (default: start a local cluster)")
+    parser.add_argument("--via", help="base URLs the sockets connect to (default: the instances)")
+    parser.add_argument("--pids", help="with --urls: the instances' pids, to read their RSS")
+    parser.add_argument("--database-url")
+    parser.add_argument("--secret")
+    parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--parallel", type=int, default=64, help="handshakes at once per process")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds before reading RSS")
+    print(json.dumps(trio.run(main, parser.parse_args()), indent=2))
