@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 
+from nursery.cluster import add_cluster_commands, run_cluster_command
 from nursery.config import Settings
 from nursery.errors import NurseryError
 from nursery.server import Lifecycle, serve
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     watcher.add_argument("--email", help="default: $NURSERY_EMAIL")
     watcher.add_argument("--password", help="default: $NURSERY_PASSWORD (a flag shows up in ps)")
+    add_cluster_commands(commands)
     return parser
 
 
@@ -57,6 +59,8 @@ async def _serve_until_signalled(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "cluster":
+        return run_cluster_command(args)
     if args.command == "watch":
         from nursery.watch import main as watch_main
 

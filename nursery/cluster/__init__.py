@@ -1,0 +1,41 @@
+"""The local reference topology without Docker: ``nursery cluster up|down|status|restart``.
+
+``up`` runs a supervisor that starts, as child processes it owns: PostgreSQL (a private server
+in ``DIR/pg``, unless ``NURSERY_DATABASE_URL`` is set), ``redis-server`` (unless
+``NURSERY_REDIS_URL`` is set), N ``nursery serve`` instances on ports ``base_port``.. and Caddy
+(``conf/Caddyfile``) in front of them on ``proxy_port``. The other commands talk to it through
+its directory (default ``.nursery/cluster``)::
+
+    DIR/state.json      pids, ports, states, restarts, the last rolling restart (0600)
+    DIR/supervisor.lock held (flock) while the supervisor runs
+    DIR/secret_key      NURSERY_SECRET_KEY of every instance, unless given (0600)
+    DIR/logs/NAME.log   each process's output; supervisor.log with --detach
+    DIR/pg/             the private PostgreSQL (its log: DIR/pg/server.log)
+
+``restart`` is a rolling restart (SIGHUP to the supervisor): one instance at a time, each back
+and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
+
+Modules: ``_config`` (what to run), ``_supervisor`` (running it), ``_probes`` (is it
+answering), ``_state`` (the directory), ``_commands`` (the command line).
+
+Errors::
+
+    NurseryError
+     └── ClusterError   anything the operator has to fix, with the reason: a process that
+                        exits or is not ready during startup (with its log tail), a missing
+                        program, a port in use, a supervisor already running on the directory
+"""
+
+from nursery.cluster._commands import add_cluster_commands as add_cluster_commands
+from nursery.cluster._commands import format_status as format_status
+from nursery.cluster._commands import main as main
+from nursery.cluster._commands import probe_state as probe_state
+from nursery.cluster._commands import run_cluster_command as run_cluster_command
+from nursery.cluster._config import ClusterConfig as ClusterConfig
+from nursery.cluster._config import ClusterError as ClusterError
+from nursery.cluster._probes import http_get as http_get
+from nursery.cluster._state import live_pids as live_pids
+from nursery.cluster._state import read_state as read_state
+from nursery.cluster._state import supervisor_running as supervisor_running
+from nursery.cluster._supervisor import Supervisor as Supervisor
+from nursery.cluster._supervisor import run_cluster as run_cluster

@@ -1,0 +1,360 @@
+"""The commands: ``nursery cluster up|down|status|restart`` (``add_cluster_commands`` adds them
+to an argparse parser, ``run_cluster_command`` runs a parsed one; exit statuses below).
+
+- ``up``: runs the supervisor in the foreground until SIGTERM/Ctrl-C; ``--detach`` starts it in
+  a new session (its output in ``DIR/logs/supervisor.log``) and returns once it is ready.
+  Exit 1 when startup fails, with the reason (and the failing process's log tail) on stderr.
+- ``status``: reads the state file and probes every process itself (/readyz of each instance,
+  /readyz through Caddy, PING to Redis, a connection to PostgreSQL); exit 0 when all answer,
+  2 when something does not (or the supervisor is gone but its children live), 1 when no
+  cluster runs in the directory.
+- ``restart``: SIGHUP to the supervisor, then follows the state file until the rolling restart
+  that started after the request is done (0) or failed (1).
+- ``down``: SIGTERM to the supervisor, waits until it is gone; if the supervisor died without
+  stopping its children (kill -9), stops the orphans its state file names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from nursery.cluster._config import (
+    DEFAULT_DIR,
+    LOG_DIR,
+    STATE_FILE,
+    ClusterConfig,
+    ClusterError,
+)
+from nursery.cluster._probes import postgres_probe, readyz_probe, redis_probe_of
+from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
+from nursery.cluster._supervisor import log_tail, redact, run_cluster
+from nursery.errors import NurseryError
+
+
+async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
+    """Each process's probe result, probed concurrently (None: no answer)."""
+    results: dict[str, str | None] = {}
+
+    async def one(name: str, probe: Callable[[], Any]) -> None:
+        results[name] = await probe()
+
+    async with trio.open_nursery() as nursery:
+        for proc in state.get("processes", []):
+            kind, host, port = proc["kind"], proc["host"], proc["port"]
+            make = redis_probe_of if kind == "redis" else readyz_probe
+            nursery.start_soon(one, proc["name"], make(host, port))
+        database = state.get("database", {})
+        if database.get("port"):
+            nursery.start_soon(one, "postgres", lambda: postgres_probe("127.0.0.1", database["port"]))
+    return results
+
+
+def format_status(state: dict[str, Any], probes: dict[str, str | None], running: bool) -> str:
+    now = time.time()
+    sup = state["supervisor"]
+    lines = [f"cluster {sup['directory']}: supervisor "
+             + (f"pid {sup['pid']}, {sup['state']}, up {_duration(now - sup['started_at'])}"
+                if running else "NOT RUNNING (state file left behind)"),
+             f"proxy {state['proxy_url']}   drain delay {state['drain_delay']:g} s, "
+             f"Caddy health check every {state['health_interval']:g} s"]
+    rows = [("NAME", "PID", "ADDRESS", "STATE", "PROBE", "RESTARTS", "CRASHES", "UPTIME", "LOG")]
+    database = state.get("database", {})
+    if database.get("external"):
+        rows.append(("postgres", "-", database.get("url", "?"), "external", "-", "-", "-", "-", "-"))
+    else:
+        rows.append(("postgres", str(database.get("pid") or "-"), f"127.0.0.1:{database.get('port')}",
+                     "running" if probes.get("postgres") else "down", probes.get("postgres") or "no answer",
+                     "-", "-", _duration(now - sup["started_at"]), _short(database.get("log", "-"), sup)))
+    if not any(p["kind"] == "redis" for p in state["processes"]):
+        rows.append(("redis", "-", redact(state.get("redis_url", "")), "external", "-", "-", "-", "-", "-"))
+    for proc in state["processes"]:
+        up = _duration(now - proc["started_at"]) if proc["pid"] and proc["started_at"] else "-"
+        rows.append((proc["name"], str(proc["pid"] or "-"), f"{proc['host']}:{proc['port']}",
+                     proc["state"], probes.get(proc["name"]) or "no answer",
+                     str(max(0, proc["starts"] - 1)), str(proc["crashes"]), up,
+                     _short(proc["log"], sup)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    roll = state.get("roll", {})
+    if roll.get("id"):
+        took = (f", took {roll['finished_at'] - roll['started_at']:.1f} s"
+                if roll.get("finished_at") else f", at {roll.get('current')}")
+        lines.append(f"last rolling restart: #{roll['id']} {roll['state']}{took}"
+                     + (f": {roll['error']}" if roll.get("error") else ""))
+    return "\n".join(lines)
+
+
+async def _status(directory: Path, as_json: bool) -> int:
+    state = read_state(directory)
+    running = supervisor_running(directory)
+    if state is None or (not running and not live_pids(state)):
+        print(f"no cluster running in {directory}", file=sys.stderr)
+        return 1
+    probes = await probe_state(state)
+    if as_json:
+        print(json.dumps({**state, "running": running, "probes": probes}, indent=2))
+    else:
+        print(format_status(state, probes, running))
+    healthy = running and all(probes.get(p["name"]) for p in state["processes"]) and (
+        state["database"].get("external") or probes.get("postgres"))
+    return 0 if healthy else 2
+
+
+def _restart(directory: Path, timeout: float) -> int:
+    state = read_state(directory)
+    if state is None or not supervisor_running(directory) or state["supervisor"]["state"] != "ready":
+        print(f"no ready cluster in {directory}", file=sys.stderr)
+        return 1
+    before = state["roll"]["id"]
+    if state["roll"].get("state") == "running":
+        before += 1  # that one started before we asked: wait for the next
+    os.kill(state["supervisor"]["pid"], signal.SIGHUP)
+    print(f"rolling restart of {sum(p['kind'] == 'instance' for p in state['processes'])} instances "
+          f"(drain delay {state['drain_delay']:g} s each)", flush=True)
+    deadline, reported = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        state = read_state(directory) or state
+        roll = state["roll"]
+        if roll["id"] > before:
+            progress = (roll.get("current"), tuple(roll.get("done", [])))
+            if progress != reported and roll["state"] == "running" and roll.get("current"):
+                reported = progress
+                print(f"  restarting {roll['current']}", flush=True)
+            if roll["state"] == "done":
+                print(f"done: {', '.join(roll['done'])} restarted one at a time in "
+                      f"{roll['finished_at'] - roll['started_at']:.1f} s")
+                return 0
+            if roll["state"] == "failed":
+                print(f"rolling restart failed: {roll['error']}", file=sys.stderr)
+                return 1
+        if not supervisor_running(directory):
+            print("the supervisor stopped during the restart", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"the rolling restart did not finish within {timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+def _down(directory: Path, timeout: float) -> int:
+    state = read_state(directory)
+    if supervisor_running(directory) and state is not None:
+        os.kill(state["supervisor"]["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while supervisor_running(directory):
+            if time.monotonic() > deadline:
+                print(f"the supervisor (pid {state['supervisor']['pid']}) did not stop within "
+                      f"{timeout:.0f} s", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        print(f"cluster in {directory} stopped")
+        return 0
+    orphans = live_pids(state) if state else []
+    if not orphans:
+        print(f"no cluster running in {directory}")
+        return 0
+    # The supervisor died without stopping its children (kill -9): stop them ourselves.
+    for name, pid, signum in orphans:
+        print(f"stopping orphaned {name} (pid {pid})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(pid) for _, pid, _ in orphans):
+        time.sleep(0.1)
+    for _name, pid, _ in orphans:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return 0
+
+
+def _detach(args: argparse.Namespace, directory: Path) -> int:
+    """Run ``up`` in a new session in the background; return once it is ready (or failed)."""
+    if supervisor_running(directory):
+        print(f"a cluster supervisor is already running in {directory}", file=sys.stderr)
+        return 1
+    argv = [sys.executable, "-m", "nursery.cluster", "up", *_up_flags(args)]
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / LOG_DIR).mkdir(exist_ok=True)
+    log_path = directory / LOG_DIR / "supervisor.log"
+    with contextlib.suppress(FileNotFoundError):
+        (directory / STATE_FILE).unlink()
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    deadline = time.monotonic() + args.ready_timeout * 2 + 30
+    while time.monotonic() < deadline:
+        state = read_state(directory)
+        if state and state["supervisor"]["pid"] == process.pid and state["supervisor"]["state"] == "ready":
+            print(f"cluster up (supervisor pid {process.pid}); log: {log_path}")
+            print(format_status(state, trio.run(probe_state, state), True))
+            return 0
+        if process.poll() is not None:
+            print(f"nursery: cannot start the cluster; {log_path} ends:\n{log_tail(log_path)}",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    print(f"the cluster was not ready in time; see {log_path}", file=sys.stderr)
+    return 1
+
+
+def _up_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--dir", str(args.dir), "--instances", str(args.instances),
+             "--base-port", str(args.base_port), "--proxy-port", str(args.proxy_port),
+             "--host", args.host, "--health-interval", str(args.health_interval),
+             "--ready-timeout", str(args.ready_timeout)]
+    if args.caddy:
+        flags += ["--caddy", args.caddy]
+    if args.caddyfile:
+        flags += ["--caddyfile", str(args.caddyfile)]
+    return flags
+
+
+def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``cluster up|down|status|restart`` to an argparse subparsers object."""
+    cluster: argparse.ArgumentParser = subparsers.add_parser(
+        "cluster", help="run N instances behind Caddy locally (up|down|status|restart)",
+        description="The reference topology on this machine: PostgreSQL and Redis (unless "
+                    "NURSERY_DATABASE_URL / NURSERY_REDIS_URL are set), N instances and Caddy, "
+                    "supervised; logs and state in --dir.")
+    commands = cluster.add_subparsers(dest="cluster_command", required=True)
+
+    def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                            help=f"the cluster's state, logs and data (default {DEFAULT_DIR})")
+        return parser
+
+    up = with_dir(commands.add_parser("up", help="start everything; runs until Ctrl-C/SIGTERM"))
+    up.add_argument("--instances", type=int, default=3, help="number of instances (default 3)")
+    up.add_argument("--base-port", type=int, default=4001, help="first instance's port (default 4001)")
+    up.add_argument("--proxy-port", type=int, default=8080, help="Caddy's port (default 8080)")
+    up.add_argument("--host", default="127.0.0.1", help="address everything binds (default 127.0.0.1)")
+    up.add_argument("--health-interval", type=float, default=1.0,
+                    help="Caddy's active health check period in seconds (default 1); the "
+                         "instances drain this plus 1 s (or NURSERY_DRAIN_DELAY)")
+    up.add_argument("--caddy", help="the caddy program (default $NURSERY_CADDY or caddy)")
+    up.add_argument("--caddyfile", type=Path, help="default: conf/Caddyfile of the checkout")
+    up.add_argument("--ready-timeout", type=float, default=60.0,
+                    help="seconds each process may take to get ready (default 60)")
+    up.add_argument("--detach", action="store_true",
+                    help="run the supervisor in the background; return once the cluster is ready")
+    with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
+        "--timeout", type=float, default=90.0, help="seconds to wait (default 90)")
+    status = with_dir(commands.add_parser(
+        "status", help="a table of every process, probed now; exit 0 if all are ready"))
+    status.add_argument("--json", action="store_true", help="the state file and probes as JSON")
+    with_dir(commands.add_parser(
+        "restart", help="rolling restart: one instance at a time, each back in Caddy before the next"
+    )).add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    return cluster
+
+
+def run_cluster_command(args: argparse.Namespace) -> int:
+    """Run a parsed ``cluster`` command; returns the exit status."""
+    directory: Path = args.dir.resolve()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=os.environ.get("NURSERY_LOG_LEVEL", "INFO").upper(),
+                            format="%(asctime)s cluster %(levelname)s: %(message)s")
+    command = args.cluster_command
+    if command == "status":
+        return trio.run(_status, directory, args.json)
+    if command == "restart":
+        return _restart(directory, args.timeout)
+    if command == "down":
+        return _down(directory, args.timeout)
+    if args.detach:
+        return _detach(args, directory)
+    try:
+        config = ClusterConfig.from_env(
+            directory=directory, instances=args.instances, base_port=args.base_port,
+            proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
+            caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout)
+        _check_config(config)
+        trio.run(run_cluster, config)
+    except BaseException as exc:
+        reason = _expected_failure(exc)
+        if reason is None:
+            raise
+        print(f"nursery: cannot run the cluster: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_config(config: ClusterConfig) -> None:
+    if config.instances < 1:
+        raise ClusterError("--instances must be at least 1")
+    if config.effective_drain_delay <= config.health_interval:
+        raise ClusterError(f"the drain delay ({config.effective_drain_delay:g} s) must be longer "
+                           f"than Caddy's health check interval ({config.health_interval:g} s), "
+                           f"or requests reach instances whose listener has closed")
+    for program in (config.caddy, *(() if config.redis_url else (config.redis_server,))):
+        if shutil.which(program) is None:
+            package = "caddy" if program == config.caddy else "redis-server"
+            raise ClusterError(f"{program} not found: install Debian's {package} package"
+                               + (" or set NURSERY_CADDY" if package == "caddy" else ""))
+    busy = [p for p in (*config.instance_ports, config.proxy_port) if not _port_free(config.host, p)]
+    if busy:
+        raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {config.host} already in use "
+                           f"(another cluster? see --base-port and --proxy-port)")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _expected_failure(exc: BaseException) -> str | None:
+    if isinstance(exc, NurseryError):
+        return getattr(exc, "message", None) or str(exc)
+    if isinstance(exc, SystemExit) and isinstance(exc.code, str):
+        return exc.code.removeprefix("nursery: ")
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            reason = _expected_failure(inner)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _short(path: str, supervisor: dict[str, Any]) -> str:
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(supervisor["directory"]))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nursery.cluster ...``: the same commands as ``nursery cluster ...``."""
+    parser = argparse.ArgumentParser(prog="nursery")
+    add_cluster_commands(parser.add_subparsers(dest="command", required=True))
+    return run_cluster_command(parser.parse_args(["cluster", *(sys.argv[1:] if argv is None else argv)]))
+

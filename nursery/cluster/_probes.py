@@ -1,0 +1,115 @@
+"""Probes of the cluster's processes, with no HTTP library (the supervisor needs none).
+
+Each probe answers a short description when the process is healthy, None otherwise (no
+answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none raises.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+PROBE_TIMEOUT = 2.0
+MAX_RESPONSE = 1 << 20
+
+
+async def http_get(
+    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT
+) -> tuple[int, bytes] | None:
+    """(status, body) of ``GET path``, or None when nothing (valid) answers in time. Reads
+    by Content-Length or chunks: Hypercorn keeps the socket open after ``Connection: close``."""
+    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+               f"User-Agent: nursery-cluster\r\n\r\n").encode()
+    data = b""
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(request)
+                while not _response_complete(data) and len(data) < MAX_RESPONSE:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError, IndexError):
+        return None
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _unchunk(body)
+    return status, body
+
+
+def _response_complete(data: bytes) -> bool:
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.lower().split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip() == b"content-length":
+            return len(body) >= int(value.strip() or b"0")
+        if name.strip() == b"transfer-encoding" and b"chunked" in value:
+            return body.endswith(b"0\r\n\r\n")
+    return False  # no length: until the server closes
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            break
+        if size == 0:
+            break
+        out, body = out + rest[:size], rest[size + 2:]
+    return out
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def readyz_probe(host: str, port: int) -> Callable[[], Any]:
+    """An instance's /readyz, or Caddy's (which answers 200 while any instance is ready)."""
+
+    async def probe() -> str | None:
+        answer = await http_get(host, port, "/readyz")
+        return "/readyz 200" if answer is not None and answer[0] == 200 else None
+
+    return probe
+
+
+def redis_probe_of(host: str, port: int) -> Callable[[], Any]:
+    return lambda: redis_probe(host, port)
+
+
+async def redis_probe(host: str, port: int) -> str | None:
+    try:
+        with trio.fail_after(PROBE_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(b"PING\r\n")
+                reply = await stream.receive_some(64)
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        return None
+    return "PONG" if reply.startswith(b"+PONG") else None
+
+
+async def postgres_probe(host: str, port: int) -> str | None:
+    try:
+        with trio.fail_after(PROBE_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.aclose()
+    except (OSError, trio.TooSlowError):
+        return None
+    return "accepts"
+

@@ -1,0 +1,115 @@
+"""The cluster directory as the commands share it: the state file, the supervisor's lock,
+the shared secret, and the processes a state file names.
+
+Everything written here is private to the owner (0600), atomically (write, then rename): the
+state file may hold a database URL with a password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nursery.cluster._config import LOCK_FILE, SECRET_FILE, STATE_FILE, ClusterError
+
+
+def read_state(directory: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+@contextlib.contextmanager
+def supervisor_lock(directory: Path) -> Iterator[None]:
+    """Held for the supervisor's lifetime: one supervisor per directory. The kernel releases
+    it when the process dies, so ``status``/``down`` can tell a live supervisor from a stale
+    state file (children do not inherit it: subprocesses close inherited fds)."""
+    with open(directory / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClusterError(f"a cluster supervisor is already running in {directory} "
+                               f"(stop it with: nursery cluster down --dir {directory})") from None
+        yield
+
+
+def supervisor_running(directory: Path) -> bool:
+    try:
+        with open(directory / LOCK_FILE, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except FileNotFoundError:
+        return False
+
+
+def cluster_secret(directory: Path) -> str:
+    path = directory / SECRET_FILE
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically to ``path``, readable by the owner only."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def live_pids(state: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(name, pid, signal to stop it) for the processes of ``state`` still alive and still
+    running the command recorded (a recycled pid is left alone)."""
+    found: list[tuple[str, int, int]] = []
+    for proc in state.get("processes", []):
+        pid = proc.get("pid")
+        if pid and alive(pid) and _same_command(proc, cmdline(pid)):
+            found.append((proc["name"], pid, signal.SIGTERM))
+    database = state.get("database", {})
+    pid_file = Path(database.get("log", "")).parent / "postmaster.pid"
+    pg_pid = postmaster_pid(pid_file) if not database.get("external") else None
+    if pg_pid and alive(pg_pid) and "postgres" in cmdline(pg_pid):
+        found.append(("postgres", pg_pid, signal.SIGINT))  # SIGINT: PostgreSQL's fast shutdown
+    return found
+
+
+def _same_command(proc: dict[str, Any], running: str) -> bool:
+    if proc["kind"] == "redis":  # redis-server rewrites its title to "redis-server HOST:PORT"
+        return running.startswith("redis-server") and f":{proc['port']}" in running
+    return running.strip() == proc.get("command")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def postmaster_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+

@@ -1,0 +1,525 @@
+"""The supervisor: ``run_cluster`` starts PostgreSQL (unless given a URL), Redis (unless
+given a URL), the instances and Caddy as child processes it owns, restarts the ones that
+crash, performs rolling restarts on SIGHUP, and stops everything on SIGTERM/SIGINT.
+
+Children: each runs in its own session (a terminal's Ctrl-C reaches the supervisor only, which
+stops them in order), with stdout and stderr appended to ``DIR/logs/NAME.log`` together with
+the supervisor's own lines about it (``--- ... supervisor: ...``). A child that exits on its
+own is started again after a backoff (0.5 s doubling to 30 s; reset once it stayed up 30 s).
+The state file is rewritten on every change.
+
+Rolling restart, one instance at a time: SIGTERM it (it drains: /readyz 503 for
+``drain_delay``, longer than Caddy's health check interval, so Caddy stops sending it requests
+before its listener closes; its websockets get 1012 and reconnect through Caddy to the
+others), wait for it to exit, start it again on the same port, wait for its /readyz, then
+until Caddy routes requests to it (GET /readyz through Caddy names the instance that answered;
+round robin reaches it within a few tries once Caddy's health check has passed). Only then
+the next one. A step that does not finish within ``ready_timeout`` stops the roll (the other
+instances are left alone) and the roll is reported failed.
+
+Shutdown: instances first (all at once, SIGTERM, so clients get 1012 through Caddy), then
+Caddy, then Redis, then PostgreSQL; each is killed if it outlives its deadline. A second
+signal passes SIGTERM on to the instances again (they stop at once), a third kills everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
+from nursery.cluster._probes import http_get, json_object, readyz_probe, redis_probe_of
+from nursery.cluster._state import cluster_secret, postmaster_pid, supervisor_lock, write_private
+from nursery.stores.embedded import free_port, open_private_postgres
+
+log = logging.getLogger("nursery.cluster")
+
+INITIAL_BACKOFF = 0.5  # seconds before restarting a crashed child; doubles per crash
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 30.0  # a child up this long has its crash count reset
+POLL = 0.05
+CADDY_STOP_TIMEOUT = 15.0  # the Caddyfile's grace_period (10 s) plus a margin
+REDIS_STOP_TIMEOUT = 10.0
+LOG_TAIL_LINES = 20
+
+
+@dataclass(eq=False)
+class Child:
+    """One supervised process. ``state``: new → starting → ready, then draining (rolling
+    restart) → starting, or backoff (it exited on its own) → starting, or stopping → stopped
+    (the supervisor let it go for good). ``generation`` counts starts; ``crashes`` the exits
+    nobody asked for."""
+
+    name: str
+    kind: str  # "instance", "redis", "caddy"
+    argv: list[str]
+    env: dict[str, str]
+    host: str
+    port: int
+    log_path: Path
+    probe: Callable[[], Any]  # async () -> str | None: a short description when healthy
+    process: trio.Process | None = None
+    state: str = "new"
+    generation: int = 0  # how many times it was started
+    crashes: int = 0
+    started_at: float | None = None  # wall clock, for status
+    last_exit: int | None = None
+    supervised: bool = False  # a supervise task runs (or ran) for it
+    stopping: bool = False
+    replace: bool = False  # the next exit is a planned restart: start again at once
+    wake: trio.Event = field(default_factory=trio.Event)
+    finished: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None and self.process.returncode is None else None
+
+    def signal(self, signum: int) -> None:
+        process = self.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signum)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "pid": self.pid, "host": self.host,
+                "port": self.port, "state": self.state, "starts": self.generation,
+                "crashes": self.crashes, "started_at": self.started_at,
+                "last_exit": self.last_exit, "log": str(self.log_path),
+                "command": " ".join(self.argv)}
+
+
+class Supervisor:
+    """Owns the children of one cluster directory; see the module docstring."""
+
+    def __init__(self, config: ClusterConfig, directory: Path, database_url: str,
+                 database_info: dict[str, Any]) -> None:
+        self.config = config
+        self.directory = directory
+        self.database_url = database_url
+        self.database_info = database_info
+        self.children: list[Child] = []
+        self.instances: list[Child] = []
+        self.caddy: Child | None = None
+        self.caddy_admin: str | None = None
+        self.redis_url = config.redis_url or ""
+        self.state = "starting"
+        self.started_at = time.time()
+        self.stop_requested = trio.Event()
+        self.signals_seen = 0
+        self.roll: dict[str, Any] = {"id": 0, "state": "none"}
+        self.roll_wanted = trio.Event()
+        self.startup_scope = trio.CancelScope()
+
+    # -- building the children ------------------------------------------------------------
+
+    def plan(self, secret_key: str) -> None:
+        config, logs = self.config, self.directory / LOG_DIR
+        base_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("NURSERY_PROXY_", "NURSERY_UPSTREAMS", "NURSERY_CADDY"))}
+        if not config.redis_url:
+            port = free_port(config.host)
+            self.redis_url = f"redis://{config.host}:{port}/0"
+            redis_dir = self.directory / "redis"
+            redis_dir.mkdir(exist_ok=True)
+            self.children.append(Child(
+                "redis", "redis",
+                [config.redis_server, "--port", str(port), "--bind", config.host, "--save", "",
+                 "--appendonly", "no", "--dir", str(redis_dir), "--daemonize", "no"],
+                base_env, config.host, port, logs / "redis.log", redis_probe_of(config.host, port)))
+        for i, port in enumerate(config.instance_ports, start=1):
+            name = f"instance-{i}"
+            data_dir = self.directory / "instances" / name
+            data_dir.mkdir(parents=True, exist_ok=True)
+            env = {**base_env,
+                   "NURSERY_DATABASE_URL": self.database_url,
+                   "NURSERY_REDIS_URL": self.redis_url,
+                   "NURSERY_SECRET_KEY": secret_key,
+                   "NURSERY_INSTANCE_NAME": name,
+                   "NURSERY_DRAIN_DELAY": f"{config.effective_drain_delay:g}",
+                   "NURSERY_SHUTDOWN_TIMEOUT": f"{config.shutdown_timeout:g}",
+                   "NURSERY_DATA_DIR": str(data_dir),
+                   # behind Caddy: rate limits key on the address Caddy saw
+                   "NURSERY_TRUST_PROXY_HEADERS": "1",
+                   **{k: v for k, v in base_env.items() if k == "NURSERY_TRUST_PROXY_HEADERS"}}
+            child = Child(name, "instance",
+                          [config.python, "-m", "nursery", "serve", "--host", config.host,
+                           "--port", str(port)],
+                          env, config.host, port, logs / f"{name}.log",
+                          readyz_probe(config.host, port))
+            self.children.append(child)
+            self.instances.append(child)
+        caddy_home = self.directory / "caddy"
+        caddy_home.mkdir(exist_ok=True)
+        caddyfile = config.caddyfile or find_caddyfile()
+        admin_port = free_port(config.host)
+        caddy_env = {**base_env,
+                     "HOME": str(caddy_home),
+                     "XDG_CONFIG_HOME": str(caddy_home / "config"),
+                     "XDG_DATA_HOME": str(caddy_home / "data"),
+                     "NURSERY_PROXY_PORT": str(config.proxy_port),
+                     "NURSERY_PROXY_BIND": config.host,
+                     "NURSERY_UPSTREAMS": " ".join(f"{config.host}:{p}" for p in config.instance_ports),
+                     "NURSERY_PROXY_HEALTH_INTERVAL": f"{round(config.health_interval * 1000)}ms",
+                     "NURSERY_CADDY_ADMIN": f"{config.host}:{admin_port}"}
+        for key in ("NURSERY_PROXY_OPTIONS",):  # newer-Caddy extras pass through
+            if os.environ.get(key):
+                caddy_env[key] = os.environ[key]
+        self.caddy = Child("caddy", "caddy",
+                           [config.caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+                           caddy_env, config.host, config.proxy_port, logs / "caddy.log",
+                           readyz_probe(config.host, config.proxy_port))
+        self.caddy_admin = f"{config.host}:{admin_port}"
+        self.children.append(self.caddy)
+
+    # -- state file -----------------------------------------------------------------------
+
+    def write_state(self) -> None:
+        state = {
+            "supervisor": {"pid": os.getpid(), "state": self.state, "started_at": self.started_at,
+                           "directory": str(self.directory)},
+            "proxy_url": f"http://{self.config.host}:{self.config.proxy_port}",
+            "caddy_admin": self.caddy_admin,
+            "database": {**self.database_info, "url": redact(self.database_url)},
+            "redis_url": self.redis_url,
+            "health_interval": self.config.health_interval,
+            "drain_delay": self.config.effective_drain_delay,
+            "shutdown_timeout": self.config.shutdown_timeout,
+            "processes": [child.snapshot() for child in self.children],
+            "roll": self.roll,
+        }
+        write_private(self.directory / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+    def set_state(self, child: Child, state: str) -> None:
+        child.state = state
+        self.write_state()
+
+    # -- supervising one child ------------------------------------------------------------
+
+    async def supervise(self, child: Child) -> None:
+        """Keep ``child`` running until ``child.stopping``; restarts it after a crash (with
+        backoff) or at once after a planned restart. Kills it if this task is cancelled."""
+        failures = 0
+        child.supervised = True
+        try:
+            while not child.stopping:
+                child.wake = trio.Event()
+                process = await self._spawn(child)
+                if process is None:
+                    exit_code: int | None = None
+                    uptime = 0.0
+                else:
+                    began = trio.current_time()
+                    async with trio.open_nursery() as watch:
+                        watch.start_soon(self._await_ready, child, process)
+                        try:
+                            await process.wait()
+                        finally:
+                            if process.returncode is None:  # cancelled: never leave it behind
+                                with trio.CancelScope(shield=True):
+                                    process.kill()
+                                    await process.wait()
+                        watch.cancel_scope.cancel()
+                    exit_code, uptime = process.returncode, trio.current_time() - began
+                    child.last_exit = exit_code
+                    _note(child.log_path, f"exited with {describe_exit(exit_code)} after {uptime:.1f} s")
+                if child.stopping:
+                    break
+                if child.replace:
+                    child.replace, failures = False, 0
+                    log.info("%s exited with %s; starting it again (rolling restart)", child.name,
+                             describe_exit(exit_code))
+                    continue
+                if uptime >= STABLE_AFTER:
+                    failures = 0
+                delay = min(MAX_BACKOFF, INITIAL_BACKOFF * 2**failures)
+                failures += 1
+                child.crashes += 1
+                log.warning("%s exited unexpectedly with %s; restarting in %.1f s (see %s)",
+                            child.name, describe_exit(exit_code), delay, child.log_path)
+                self.set_state(child, "backoff")
+                with trio.move_on_after(delay):
+                    await child.wake.wait()
+        finally:
+            child.state = "stopped"
+            child.finished.set()
+            with contextlib.suppress(OSError):
+                self.write_state()
+
+    async def _spawn(self, child: Child) -> trio.Process | None:
+        child.generation += 1
+        child.log_path.parent.mkdir(parents=True, exist_ok=True)
+        _note(child.log_path, f"starting: {' '.join(child.argv)}")
+        try:
+            with open(child.log_path, "ab") as log_file:  # the child keeps its own copy
+                child.process = await trio.lowlevel.open_process(
+                    child.argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    env=child.env, start_new_session=True,  # a terminal's ^C reaches us only
+                )
+        except OSError as exc:
+            child.process = None
+            child.last_exit = None
+            _note(child.log_path, f"cannot start {child.argv[0]}: {exc}")
+            log.error("cannot start %s (%s): %s", child.name, child.argv[0], exc)
+            return None
+        child.started_at = time.time()
+        log.info("%s started (pid %d)", child.name, child.process.pid)
+        self.set_state(child, "starting")
+        return child.process
+
+    async def _await_ready(self, child: Child, process: trio.Process) -> None:
+        while process.returncode is None:
+            if await child.probe() is not None:
+                if not child.stopping and child.process is process:
+                    self.set_state(child, "ready")
+                return
+            await trio.sleep(0.1)
+
+    async def stop_child(self, child: Child, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns once its supervise task ended."""
+        child.stopping = True
+        child.wake.set()
+        if not child.supervised:
+            return
+        if child.pid is not None:
+            self.set_state(child, "stopping")
+        child.signal(signal.SIGTERM)
+        with trio.move_on_after(timeout) as waited:
+            await child.finished.wait()
+        if waited.cancelled_caught:
+            log.warning("%s did not stop within %.0f s: killing it", child.name, timeout)
+            child.signal(signal.SIGKILL)
+            with trio.move_on_after(5):
+                await child.finished.wait()
+
+    # -- startup, shutdown -----------------------------------------------------------------
+
+    async def wait_ready(self, children: Sequence[Child], timeout: float) -> None:
+        """Until every child is ready. Raises ``ClusterError`` if one exits or is not ready in
+        time (during startup nothing is retried: the operator sees the reason at once)."""
+        deadline = trio.current_time() + timeout
+        for child in children:
+            while child.state != "ready":
+                if child.state in ("backoff", "stopped") or child.generation > 1:
+                    raise ClusterError(f"{child.name} exited during startup "
+                                       f"({describe_exit(child.last_exit)}); "
+                                       f"{child.log_path} ends:\n{log_tail(child.log_path)}")
+                if trio.current_time() > deadline:
+                    raise ClusterError(f"{child.name} was not ready after {timeout:.0f} s; "
+                                       f"{child.log_path} ends:\n{log_tail(child.log_path)}")
+                await trio.sleep(POLL)
+
+    async def start_all(self, nursery: trio.Nursery) -> None:
+        stages: list[list[Child]] = [[c for c in self.children if c.kind == "redis"],
+                                     self.instances, [self.caddy] if self.caddy else []]
+        for stage in stages:
+            for child in stage:
+                nursery.start_soon(self.supervise, child)
+            await self.wait_ready(stage, self.config.ready_timeout)
+
+    async def stop_all(self) -> None:
+        self.state = "stopping"
+        self.write_state()
+        stop_margin = 5.0
+        async with trio.open_nursery() as group:
+            for child in self.instances:
+                group.start_soon(self.stop_child, child, self.config.shutdown_timeout + stop_margin)
+        for kind, timeout in (("caddy", CADDY_STOP_TIMEOUT), ("redis", REDIS_STOP_TIMEOUT)):
+            for child in self.children:
+                if child.kind == kind:
+                    await self.stop_child(child, timeout)
+
+    async def handle_signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: rolling restart requested")
+                self.roll_wanted.set()
+                continue
+            self.signals_seen += 1
+            log.info("received %s", signal.Signals(signum).name)
+            self.stop_requested.set()
+            self.startup_scope.cancel()
+            if self.signals_seen == 2:
+                log.warning("second stop signal: instances stop at once")
+                for child in self.instances:
+                    child.signal(signal.SIGTERM)
+            elif self.signals_seen >= 3:
+                log.warning("third stop signal: killing everything")
+                for child in self.children:
+                    child.signal(signal.SIGKILL)
+
+    # -- rolling restart --------------------------------------------------------------------
+
+    async def roll_when_asked(self) -> None:
+        while not self.stop_requested.is_set():
+            await self.roll_wanted.wait()
+            self.roll_wanted = trio.Event()  # a SIGHUP during this roll asks for another one
+            await self.rolling_restart()
+
+    async def rolling_restart(self) -> None:
+        roll_id = self.roll["id"] + 1
+        began = trio.current_time()
+        self.roll = {"id": roll_id, "state": "running", "current": None, "done": [],
+                     "started_at": time.time(), "finished_at": None, "error": None}
+        self.write_state()
+        log.info("rolling restart #%d of %d instances", roll_id, len(self.instances))
+        if len(self.instances) < 2:
+            log.warning("with one instance, requests fail while it restarts (Caddy retries "
+                        "for lb_try_duration only)")
+        try:
+            for child in self.instances:
+                if self.stop_requested.is_set():
+                    raise ClusterError("the cluster is stopping")
+                self.roll["current"] = child.name
+                self.write_state()
+                await self.restart_one(child)
+                self.roll["done"].append(child.name)
+        except ClusterError as exc:
+            log.error("rolling restart #%d stopped: %s", roll_id, exc.message)
+            self.roll.update(state="failed", error=exc.message)
+        else:
+            log.info("rolling restart #%d done in %.1f s", roll_id, trio.current_time() - began)
+            self.roll.update(state="done", current=None)
+        self.roll["finished_at"] = time.time()
+        self.write_state()
+
+    async def restart_one(self, child: Child) -> None:
+        """SIGTERM ``child``, wait for its replacement to be ready and routed to by Caddy."""
+        config = self.config
+        old_generation, old_pid = child.generation, child.pid
+        child.replace = True
+        child.wake.set()  # if it was waiting in backoff
+        if old_pid is not None:
+            self.set_state(child, "draining")
+            child.signal(signal.SIGTERM)
+            log.info("%s (pid %d): SIGTERM, draining for %.1f s", child.name, old_pid,
+                     config.effective_drain_delay)
+        with trio.move_on_after(config.shutdown_timeout + 5) as waited:
+            while child.generation == old_generation:
+                await trio.sleep(POLL)
+        if waited.cancelled_caught:
+            log.warning("%s did not stop in time: killing it", child.name)
+            child.signal(signal.SIGKILL)
+        with trio.move_on_after(config.ready_timeout) as waited:
+            while not (child.generation > old_generation and child.state == "ready"):
+                await trio.sleep(POLL)
+            log.info("%s ready again (pid %s); waiting until Caddy routes to it", child.name, child.pid)
+            await until_proxy_reaches(config.host, config.proxy_port, child.name)
+        if waited.cancelled_caught:
+            raise ClusterError(f"{child.name} was not back in Caddy's rotation within "
+                               f"{config.ready_timeout:.0f} s; see {child.log_path}")
+        log.info("%s back in rotation", child.name)
+
+
+async def until_proxy_reaches(host: str, port: int, instance: str) -> None:
+    """Until a GET /readyz through Caddy is answered by ``instance`` (round robin reaches
+    every healthy upstream in turn, so a few tries suffice once Caddy counts it healthy)."""
+    while True:
+        answer = await http_get(host, port, "/readyz")
+        if answer is not None and answer[0] == 200 and json_object(answer[1]).get("instance") == instance:
+            return
+        await trio.sleep(0.05)
+
+
+async def run_cluster(
+    config: ClusterConfig, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the cluster until SIGTERM/SIGINT (handled here); ``task_status.started`` with the
+    supervisor once every process is ready. Raises ``ClusterError`` when startup fails, after
+    stopping whatever had started.
+
+    Resource handling: every child is stopped (instances first) before this returns, also on
+    error; on cancellation the children still running are killed (SIGKILL) and PostgreSQL is
+    stopped (shielded)."""
+    directory = config.directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / LOG_DIR).mkdir(exist_ok=True)
+    with supervisor_lock(directory), trio.open_signal_receiver(
+        signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+    ) as signals:
+        secret_key = config.secret_key or cluster_secret(directory)
+        async with _database(config, directory) as (database_url, database_info):
+            supervisor = Supervisor(config, directory, database_url, database_info)
+            supervisor.plan(secret_key)
+            supervisor.write_state()
+            failure: ClusterError | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(supervisor.handle_signals, signals)
+                with supervisor.startup_scope:
+                    try:
+                        await supervisor.start_all(nursery)
+                    except ClusterError as exc:
+                        failure = exc
+                if failure is None and not supervisor.stop_requested.is_set():
+                    supervisor.state = "ready"
+                    supervisor.write_state()
+                    log.info("cluster ready: %s → %d instance(s) (%s); logs in %s",
+                             f"http://{config.host}:{config.proxy_port}", config.instances,
+                             ", ".join(str(p) for p in config.instance_ports), directory / LOG_DIR)
+                    task_status.started(supervisor)
+                    nursery.start_soon(supervisor.roll_when_asked)
+                    await supervisor.stop_requested.wait()
+                log.info("stopping the cluster")
+                await supervisor.stop_all()
+                nursery.cancel_scope.cancel()
+            supervisor.state = "stopped"
+            supervisor.write_state()
+            if failure is not None:
+                raise failure
+    log.info("cluster stopped")
+
+
+@contextlib.asynccontextmanager
+async def _database(config: ClusterConfig, directory: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    if config.database_url:
+        yield config.database_url, {"external": True}
+        return
+    log.info("starting PostgreSQL in %s", directory / "pg")
+    async with open_private_postgres(directory, timeout=config.ready_timeout) as url:
+        pid_file = directory / "pg" / "postmaster.pid"
+        yield url, {"external": False, "pid": postmaster_pid(pid_file),
+                    "port": urlsplit(url).port, "log": str(directory / "pg" / "server.log")}
+
+
+def _note(log_path: Path, message: str) -> None:
+    """A supervisor line in a child's log, between the child's own lines."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    with open(log_path, "a") as out:
+        out.write(f"--- {stamp} supervisor: {message}\n")
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "no process"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
