@@ -38,29 +38,30 @@ def rss_kib(pid: int) -> int:
 
 async def hold(ws_urls: list[str], tokens: list[str], ready: Any, release: Any, connect_parallel: int) -> None:
     """One load-generator process: open every socket, report, then hold them until told."""
-    limiter = trio.CapacityLimiter(connect_parallel)
+    handshakes = trio.Semaphore(connect_parallel)
     opened = 0
     failed = 0
 
-    async def one(index: int, token: str, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def one(index: int, token: str) -> None:
         nonlocal opened, failed
+        await handshakes.acquire()
+        shaking = True
         try:
-            async with limiter:
-                ws_cm = open_websocket_url(ws_urls[index % len(ws_urls)], message_queue_size=4)
-                ws = await ws_cm.__aenter__()
+            async with open_websocket_url(ws_urls[index % len(ws_urls)], message_queue_size=4) as ws:
                 await ws.send_message(json.dumps({"type": "hello", "token": token, "since": None}))
                 await ws.get_message()
-            opened += 1
+                handshakes.release()
+                shaking = False
+                opened += 1
+                while True:
+                    if '"ping"' in await ws.get_message():
+                        await ws.send_message('{"type":"pong"}')
         except Exception:
-            failed += 1
-            return
-        try:
-            while True:
-                frame = await ws.get_message()
-                if '"ping"' in frame:
-                    await ws.send_message('{"type":"pong"}')
-        except Exception:
-            pass
+            if shaking:
+                failed += 1
+        finally:
+            if shaking:
+                handshakes.release()
 
     async with trio.open_nursery() as nursery:
         for index, token in enumerate(tokens):

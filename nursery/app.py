@@ -1,7 +1,8 @@
 """Wiring: the services of one instance, their background tasks, and the Quart-Trio app.
 
 ``open_services`` owns the store and broker connections; ``run_background`` owns the tasks
-that live as long as the instance (broker subscription, presence upkeep, tombstone purge);
+that live as long as the instance (broker subscription, presence upkeep, tombstone purge,
+audit log writer);
 ``create_app`` builds a fresh app (Quart apps are single-use) around them.
 """
 
@@ -31,13 +32,19 @@ from nursery.pubsub import open_broker, open_rate_limiter
 from nursery.pubsub.broker import Broker, Presence
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
+from nursery.service.activity import Activity
+from nursery.service.audit import Audit
 from nursery.service.limits import Limits, parse_rate
 from nursery.service.notify import Notifier
 from nursery.service.sync import SyncLimits
 from nursery.service.todos import Todos
 from nursery.service.tokens import TokenSigner
+from nursery.stores.audit import AuditStore
 from nursery.stores.base import Store
-from nursery.stores.postgres import open_postgres_store
+from nursery.stores.mongo import open_mongo_store
+from nursery.stores.postgres import PostgresStore, open_postgres_store
+from nursery.stores.postgres.audit import PostgresAuditStore
+from nursery.stores.split import SplitStore
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,9 @@ class Services:
     todos: Todos
     limits: Limits
     metrics: Metrics
+    audit: Audit
+    audit_store: AuditStore
+    activity: Activity
     in_flight: InFlight = field(default_factory=InFlight)
     draining: bool = False
 
@@ -72,7 +82,8 @@ async def open_services(
             pool_size=settings.db_pool_size,
             timeout=settings.db_timeout,
             observe=metrics.store_operation,
-        ) as store,
+        ) as postgres,
+        _open_documents(settings, postgres, metrics) as (store, audit_store),
         open_broker(settings) as (broker, presence),
         open_rate_limiter(settings) as limiter,
     ):
@@ -86,6 +97,9 @@ async def open_services(
             on_limited=metrics.rate_limited,
         )
         tokens = TokenSigner(secret_key, settings.token_max_age)
+        audit = Audit(
+            settings.name, capacity=settings.audit_buffer_size, batch_size=settings.audit_batch_size
+        )
         services = Services(
             settings=settings,
             store=store,
@@ -95,14 +109,36 @@ async def open_services(
             notifier=notifier,
             accounts=Accounts(
                 store, tokens, notifier, presence, limits,
-                password_min_length=settings.password_min_length,
+                password_min_length=settings.password_min_length, audit=audit,
             ),
-            todos=Todos(store, notifier, limits),
+            todos=Todos(store, notifier, limits, audit=audit),
             limits=limits,
             metrics=metrics,
+            audit=audit,
+            audit_store=audit_store,
+            activity=Activity(audit_store),
         )
         _expose_live_counters(services)
         yield services
+
+
+@asynccontextmanager
+async def _open_documents(
+    settings: Settings, postgres: PostgresStore, metrics: Metrics
+) -> AsyncIterator[tuple[Store, AuditStore]]:
+    """Where todos and the audit log live: MongoDB when ``mongo_url`` is set (users and
+    sessions stay in PostgreSQL), else PostgreSQL."""
+    if not settings.mongo_url:
+        yield postgres, PostgresAuditStore(postgres)
+        return
+    async with open_mongo_store(
+        settings.mongo_url,
+        pool_size=settings.db_pool_size,
+        timeout=settings.db_timeout,
+        observe=metrics.store_operation,
+    ) as mongo:
+        log.info("todos, audit log and analytics in MongoDB")
+        yield SplitStore(postgres, mongo), mongo
 
 
 def _expose_live_counters(services: Services) -> None:
@@ -121,6 +157,17 @@ def _expose_live_counters(services: Services) -> None:
             lambda: limits.failed_open)
     m.count("nursery_broker_reconnects", "Broker subscriptions lost and re-established",
             lambda: getattr(services.broker, "reconnects", 0))
+    audit = services.audit
+    m.count("nursery_audit_entries_recorded", "Audit entries accepted into the buffer",
+            lambda: audit.recorded)
+    m.count("nursery_audit_entries_dropped", "Audit entries dropped: the buffer was full",
+            lambda: audit.dropped)
+    m.count("nursery_audit_entries_stored", "Audit entries written to the store",
+            lambda: audit.stored)
+    m.count("nursery_audit_entries_lost", "Audit entries not written by shutdown",
+            lambda: audit.lost)
+    m.gauge("nursery_audit_buffer_used", "Audit entries waiting to be written",
+            lambda: audit.buffered)
 
 
 async def run_background(
@@ -131,6 +178,7 @@ async def run_background(
         await nursery.start(services.broker.subscribe, services.hub.deliver)
         await nursery.start(services.hub.keep_presence)
         nursery.start_soon(_purge_tombstones, services)
+        await nursery.start(services.audit.run, services.audit_store)
         task_status.started()
 
 
@@ -170,7 +218,10 @@ def create_app(services: Services) -> QuartTrio:
     )
 
     app.register_blueprint(
-        rest_blueprint(services.accounts, services.todos, settings.trust_proxy_headers)
+        rest_blueprint(
+            services.accounts, services.todos, settings.trust_proxy_headers,
+            activity=services.activity,
+        )
     )
     app.register_blueprint(
         ws_blueprint(

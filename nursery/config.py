@@ -37,6 +37,13 @@ class Settings:
         default=None,
         metadata=_doc("Redis URL for the broker between instances; unset: in-process broker"),
     )
+    mongo_url: str | None = field(
+        default=None,
+        metadata=_doc(
+            "MongoDB URL (a replica set: transactions) for todos, audit log and analytics;"
+            " database from the URL's path, default nursery; unset: all in PostgreSQL"
+        ),
+    )
     secret_key: str | None = field(
         default=None,
         metadata=_doc("token signing key; unset: generated and kept in the data dir"),
@@ -73,6 +80,11 @@ class Settings:
     )
     db_pool_size: int = field(default=10, metadata=_doc("PostgreSQL connections per instance"))
     db_timeout: float = field(default=5.0, metadata=_doc("timeout of one store operation"))
+    audit_buffer_size: int = field(
+        default=10_000,
+        metadata=_doc("audit entries waiting to be written; more are dropped (and counted)"),
+    )
+    audit_batch_size: int = field(default=500, metadata=_doc("audit entries per write"))
     broker_timeout: float = field(default=3.0, metadata=_doc("timeout of one broker operation"))
     password_min_length: int = field(default=8, metadata=_doc("shortest accepted password"))
     login_rate_per_account: str = field(

@@ -13,10 +13,12 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.protocol import ws_stream as hypercorn_ws_stream
 from hypercorn.trio import serve as hypercorn_serve
 
 from nursery.app import Services, create_app, open_services, run_background
@@ -70,6 +72,25 @@ async def open_database(settings: Settings) -> AsyncIterator[str]:
         return
     async with open_private_postgres(Path(settings.data_dir).resolve()) as url:
         yield url
+
+
+class _RefusingBuffer(hypercorn_ws_stream.WebsocketBuffer):
+    """Hypercorn's buffer of an incoming websocket message, refusing everything once a
+    message went over ``websocket_max_message_size``.
+
+    Hypercorn answers an oversized message with close 1009 but keeps the refused part in the
+    buffer; a next message of the other kind (text after binary) then failed to append to
+    it with a TypeError that escaped Hypercorn's connection task and took the whole server
+    down: any client could stop an instance with two frames. The connection is closing by
+    then, so whatever still arrives on it is dropped (refused again, quietly)."""
+
+    def extend(self, event: Any) -> None:
+        if self.length > self.max_length:
+            raise hypercorn_ws_stream.FrameTooLargeError()
+        super().extend(event)
+
+
+hypercorn_ws_stream.WebsocketBuffer = _RefusingBuffer  # type: ignore[misc]
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:

@@ -46,7 +46,7 @@ def track_in_flight(app: Quart, in_flight: InFlight, draining: Callable[[], bool
             return
         in_flight.begin()
         try:
-            await inner(scope, receive, send)
+            await inner(scope, receive, _finishing_shielded(send) if scope["type"] == "http" else send)
         finally:
             in_flight.end()
 
@@ -57,3 +57,23 @@ def track_in_flight(app: Quart, in_flight: InFlight, draining: Callable[[], bool
         if draining():
             response.headers["Connection"] = "close"
         return response
+
+
+def _finishing_shielded(send: Any) -> Any:
+    """``send`` whose last message of a response cannot be cancelled.
+
+    When the response is complete but the request body is not (the app answered 401, 404 or
+    405 without reading it), Hypercorn closes the connection from inside that last ``send``.
+    Quart-Trio cancels the request's nursery as soon as Hypercorn reports the stream closed,
+    which cancelled that close half-way: the connection then stayed open forever and the
+    next request on it (a keep-alive client's, or the proxy's for another user) hung.
+    Hypercorn's socket write is shielded already; this shields the close after it."""
+
+    async def send_shielded_at_end(message: Any) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    return send_shielded_at_end

@@ -6,10 +6,12 @@ responses are described here, next to the routes' status codes.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from pydantic import BaseModel
 
+from nursery.config import Settings
 from nursery.service import inputs
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -23,7 +25,12 @@ def _errors(*statuses: int) -> dict[str, Any]:
     names = {400: "malformed JSON", 401: "no, bad or revoked token", 404: "not found",
              409: "revision conflict", 413: "body too large", 422: "invalid fields",
              429: "rate limited", 503: "a dependency is down"}
-    return {str(s): _json(_ERROR, names[s]) for s in statuses}
+    responses = {str(s): _json(_ERROR, names[s]) for s in statuses}
+    for status in {429, 503} & set(statuses):
+        responses[str(status)]["headers"] = {"Retry-After": {
+            "description": "seconds to wait before trying again", "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+    return responses
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -95,17 +102,50 @@ _ERROR_SCHEMA = {
 _LOGIN = {"type": "object", "required": ["user", "session", "token"],
           "properties": {"user": _ref("User"), "session": _ref("Session"), "token": {"type": "string"}}}
 _NO_CONTENT = {"description": "done"}
+_ACTIVITY_ENTRY = {
+    "type": "object",
+    "required": ["id", "kind", "at", "session", "device", "instance", "todo", "done", "details"],
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"enum": ["login", "logout", "revoke", "todo.create", "todo.update", "todo.delete"]},
+        "at": {"type": "string", "format": "date-time"},
+        "session": {"type": ["string", "null"], "description": "the session (device) that acted"},
+        "device": {"type": "string"},
+        "instance": {"type": "string", "description": "the instance that served the request"},
+        "todo": {"type": ["string", "null"]},
+        "done": {"type": ["boolean", "null"], "description": "the done value a todo write set"},
+        "details": {"type": "object"},
+    },
+}
+_DAY_FIGURES = {
+    "type": "object",
+    "required": ["date", "created", "completed", "active_devices"],
+    "properties": {
+        "date": {"type": "string", "format": "date", "description": "a UTC day"},
+        "created": {"type": "integer", "description": "todos created"},
+        "completed": {"type": "integer", "description": "distinct todos marked done"},
+        "active_devices": {"type": "integer", "description": "distinct sessions that acted"},
+    },
+}
 
 
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Todo": _TODO, "Session": _SESSION, "User": _USER, "Change": _CHANGE,
-        "Error": _ERROR_SCHEMA, "Login": _LOGIN,
+        "Error": _ERROR_SCHEMA, "Login": _LOGIN, "ActivityEntry": _ACTIVITY_ENTRY,
+        "DayFigures": _DAY_FIGURES,
     }
     for model in (inputs.Credentials, inputs.NewTodo, inputs.TodoChanges):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
+    # Registering asks more than logging in does (the service checks it): an address, and the
+    # shortest password allowed (NURSERY_PASSWORD_MIN_LENGTH; its default here).
+    registration = copy.deepcopy(schemas["Credentials"])
+    registration["title"] = "Registration"
+    registration["properties"]["email"]["format"] = "email"
+    registration["properties"]["password"]["minLength"] = Settings().password_min_length
+    schemas["Registration"] = registration
     todo_response = _json({"type": "object", "required": ["todo"], "properties": {"todo": _ref("Todo")}})
     return {
         "openapi": "3.1.0",
@@ -117,36 +157,39 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/auth/register": {"post": {
                 "summary": "Create an account and log this device in",
-                "requestBody": _body(inputs.Credentials),
-                "responses": {"201": _json(_ref("Login"), "registered"), **_errors(400, 409, 413, 422)},
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": _ref("Registration")}}},
+                "responses": {"201": _json(_ref("Login"), "registered"), **_errors(400, 409, 413, 422, 429, 503)},
             }},
             "/api/auth/login": {"post": {
                 "summary": "Log a device in",
                 "requestBody": _body(inputs.Credentials),
-                "responses": {"200": _json(_ref("Login")), **_errors(400, 401, 413, 422)},
+                "responses": {"200": _json(_ref("Login")), **_errors(400, 401, 413, 422, 429, 503)},
             }},
             "/api/auth/logout": {"post": {
                 "summary": "Revoke the current session", "security": _AUTH,
-                "responses": {"204": _NO_CONTENT, **_errors(401)},
+                "responses": {"204": _NO_CONTENT, **_errors(401, 503)},
             }},
             "/api/me": {"get": {
                 "summary": "The user", "security": _AUTH,
-                "responses": {"200": _json({"type": "object", "properties": {"user": _ref("User")}}), **_errors(401)},
+                "responses": {"200": _json({"type": "object", "required": ["user"], "properties": {
+                    "user": _ref("User")}}), **_errors(401, 503)},
             }},
             "/api/sessions": {
                 "get": {
                     "summary": "The user's live sessions (devices)", "security": _AUTH,
-                    "responses": {"200": _json({"type": "object", "properties": {
-                        "sessions": {"type": "array", "items": _ref("Session")}}}), **_errors(401)},
+                    "responses": {"200": _json({"type": "object", "required": ["sessions"], "properties": {
+                        "sessions": {"type": "array", "items": _ref("Session")}}}), **_errors(401, 503)},
                 },
                 "delete": {
                     "summary": "Revoke every session but the current one", "security": _AUTH,
-                    "responses": {"200": _json({"type": "object", "properties": {"revoked": {"type": "integer"}}}), **_errors(401)},
+                    "responses": {"200": _json({"type": "object", "required": ["revoked"], "properties": {
+                        "revoked": {"type": "integer", "minimum": 0}}}), **_errors(401, 503)},
                 },
             },
             "/api/sessions/{id}": {"delete": {
                 "summary": "Revoke one session", "security": _AUTH, "parameters": [_ID],
-                "responses": {"204": _NO_CONTENT, **_errors(401, 404)},
+                "responses": {"204": _NO_CONTENT, **_errors(401, 404, 503)},
             }},
             "/api/todos": {
                 "get": {
@@ -155,31 +198,31 @@ def openapi_document() -> dict[str, Any]:
                         _query("done", {"type": "string", "enum": ["true", "false"]}),
                         _query("q", {"type": "string", "maxLength": 200}),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
-                        _query("cursor", {"type": "string"}),
+                        _query("cursor", {"type": "string", "maxLength": 200}),
                     ],
                     "responses": {"200": _json({"type": "object", "required": ["items", "next_cursor", "rev"], "properties": {
                         "items": {"type": "array", "items": _ref("Todo")},
                         "next_cursor": {"type": ["string", "null"]}, "rev": {"type": "integer"}}}),
-                        **_errors(401, 422)},
+                        **_errors(401, 422, 503)},
                 },
                 "post": {
                     "summary": "Create a todo", "security": _AUTH, "parameters": [_IDEMPOTENCY],
                     "requestBody": _body(inputs.NewTodo),
-                    "responses": {"201": todo_response, **_errors(400, 401, 413, 422)},
+                    "responses": {"201": todo_response, **_errors(400, 401, 413, 422, 429, 503)},
                 },
             },
             "/api/todos/{id}": {
                 "get": {"summary": "One todo", "security": _AUTH, "parameters": [_ID],
-                        "responses": {"200": todo_response, **_errors(401, 404)}},
+                        "responses": {"200": todo_response, **_errors(401, 404, 503)}},
                 "patch": {
                     "summary": "Change a todo; if_rev makes it conditional", "security": _AUTH,
                     "parameters": [_ID, _IDEMPOTENCY], "requestBody": _body(inputs.TodoChanges),
-                    "responses": {"200": todo_response, **_errors(400, 401, 404, 409, 413, 422)},
+                    "responses": {"200": todo_response, **_errors(400, 401, 404, 409, 413, 422, 429, 503)},
                 },
                 "delete": {
                     "summary": "Delete a todo (a tombstone keeps its revision)", "security": _AUTH,
                     "parameters": [_ID, _IDEMPOTENCY, _query("if_rev", {"type": "integer", "minimum": 0})],
-                    "responses": {"204": _NO_CONTENT, **_errors(401, 404, 409, 422)},
+                    "responses": {"204": _NO_CONTENT, **_errors(401, 404, 409, 422, 429, 503)},
                 },
             },
             "/api/changes": {"get": {
@@ -189,7 +232,28 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "required": ["changes", "rev", "more"], "properties": {
                     "changes": {"type": "array", "items": _ref("Change")},
                     "rev": {"type": "integer"}, "more": {"type": "boolean"}, "reset": {"type": "boolean"}}}),
-                    **_errors(401, 422)},
+                    **_errors(401, 422, 503)},
+            }},
+            "/api/activity": {"get": {
+                "summary": "The caller's own audit trail (logins, logouts, revocations, todo"
+                           " changes), newest first", "security": _AUTH,
+                "parameters": [_query("limit", {"type": "integer", "minimum": 1, "maximum": 200})],
+                "responses": {"200": _json({"type": "object", "required": ["entries"], "properties": {
+                    "entries": {"type": "array", "items": _ref("ActivityEntry")}}}),
+                    **_errors(401, 422, 503)},
+            }},
+            "/api/analytics/summary": {"get": {
+                "summary": "Per UTC day up to today: todos created and completed, active devices",
+                "security": _AUTH,
+                "parameters": [_query("days", {"type": "integer", "minimum": 1, "maximum": 366})],
+                "responses": {"200": _json({"type": "object", "required": ["timezone", "from", "to", "days", "totals"], "properties": {
+                    "timezone": {"const": "UTC"},
+                    "from": {"type": "string", "format": "date"},
+                    "to": {"type": "string", "format": "date"},
+                    "days": {"type": "array", "items": _ref("DayFigures")},
+                    "totals": {"type": "object", "properties": {
+                        "created": {"type": "integer"}, "completed": {"type": "integer"}}}}}),
+                    **_errors(401, 422, 503)},
             }},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"})}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {

@@ -1,4 +1,4 @@
-"""The REST API (v1) of DESIGN.md: auth, sessions, todos, changes."""
+"""The REST API (v1) of DESIGN.md: auth, sessions, todos, changes; activity and analytics."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from nursery.api.errors import json_dumps
 from nursery.errors import InvalidInput
 from nursery.service import inputs
 from nursery.service.accounts import Accounts, Login, Principal
+from nursery.service.activity import MAX_ACTIVITY, MAX_DAYS, Activity
 from nursery.service.todos import MAX_CHANGES, MAX_PAGE, Todos
 
 MAX_IDEMPOTENCY_KEY = 200
 MAX_QUERY = 200
+# Our cursors are ~90 characters; a longer one is not ours, and the decoder need not see it
+# (a deeply nested JSON inside one made the JSON parser recurse until it failed).
+MAX_CURSOR = 200
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -78,7 +82,13 @@ def client_address(trust_proxy_headers: bool) -> str:
     return request.remote_addr or "unknown"
 
 
-def rest_blueprint(accounts: Accounts, todos: Todos, trust_proxy_headers: bool = False) -> Blueprint:
+def rest_blueprint(
+    accounts: Accounts,
+    todos: Todos,
+    trust_proxy_headers: bool = False,
+    *,
+    activity: Activity | None = None,
+) -> Blueprint:
     api = Blueprint("rest", __name__, url_prefix="/api")
 
     async def caller() -> Principal:
@@ -135,12 +145,15 @@ def rest_blueprint(accounts: Accounts, todos: Todos, trust_proxy_headers: bool =
             raise _invalid("q", f"at most {MAX_QUERY} characters")
         if query is not None and "\x00" in query:  # PostgreSQL text cannot hold it: not a 500
             raise _invalid("q", "may not contain the NUL character")
+        cursor = request.args.get("cursor") or None
+        if cursor is not None and len(cursor) > MAX_CURSOR:
+            raise _invalid("cursor", "not a cursor from this list")
         page = await todos.list(
             who,
             done=_bool_arg("done"),
             query=query,
             limit=_int_arg("limit", 50, 1, MAX_PAGE),
-            cursor=request.args.get("cursor") or None,
+            cursor=cursor,
         )
         return json_response({
             "items": [t.to_json() for t in page.items],
@@ -192,5 +205,21 @@ def rest_blueprint(accounts: Accounts, todos: Todos, trust_proxy_headers: bool =
             "rev": batch.rev,
             "more": batch.more,
         })
+
+    # -- activity and analytics (the audit log) ------------------------------------------------
+
+    if activity is not None:
+
+        @api.get("/activity")
+        async def recent_activity() -> Response:
+            """The caller's own audit trail, newest first."""
+            who = await caller()
+            entries = await activity.recent(who, _int_arg("limit", 50, 1, MAX_ACTIVITY))
+            return json_response({"entries": [e.to_json() for e in entries]})
+
+        @api.get("/analytics/summary")
+        async def analytics_summary() -> Response:
+            who = await caller()
+            return json_response(await activity.summary(who, _int_arg("days", 7, 1, MAX_DAYS)))
 
     return api

@@ -15,6 +15,11 @@ from nursery.service.todos import Todos
 CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours
 
 
+# A socket being closed under us: Hypercorn shuts a connection the peer left (send_eof) from
+# another task, and a frame sent at that moment meets BusyResourceError.
+_GONE = (OSError, RuntimeError, ClientDisconnectedError, trio.BusyResourceError)
+
+
 class QuartTransport:
     """Quart cancels the handler when the peer disconnects; errors on a dead socket are
     reported as ``TransportClosed``."""
@@ -22,13 +27,13 @@ class QuartTransport:
     async def receive(self) -> str | bytes:
         try:
             return await websocket.receive()
-        except (OSError, RuntimeError, ClientDisconnectedError) as exc:
+        except _GONE as exc:
             raise TransportClosed() from exc
 
     async def send(self, text: str) -> None:
         try:
             await websocket.send(text)
-        except (OSError, RuntimeError, ClientDisconnectedError) as exc:
+        except _GONE as exc:
             raise TransportClosed() from exc
 
     async def close(self, code: int, reason: str) -> None:
@@ -40,7 +45,7 @@ class QuartTransport:
             with trio.move_on_after(CLOSE_GRACE):
                 while True:
                     await websocket.receive()
-        except (OSError, RuntimeError, ClientDisconnectedError) as exc:
+        except _GONE as exc:
             if not isinstance(exc, ClientDisconnectedError):
                 raise TransportClosed() from exc
 

@@ -56,7 +56,7 @@ def parse(frame: str | bytes) -> ClientFrame:
         raise ProtocolError(BAD_MESSAGE, "frames must be text")
     try:
         body = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser recurses: not JSON to us
         raise ProtocolError(BAD_MESSAGE, "frames must be JSON") from None
     if not isinstance(body, dict):
         raise ProtocolError(BAD_MESSAGE, "frames must be JSON objects")

@@ -10,10 +10,12 @@ from nursery.models import Session, User
 from nursery.pubsub.broker import Presence
 from nursery.pubsub.events import session_changed
 from nursery.service import inputs
+from nursery.service.audit import Audit
 from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
 from nursery.service.passwords import hash_password, verify_password
 from nursery.service.tokens import TokenSigner
+from nursery.stores.audit import LOGIN, LOGOUT, REVOKE
 from nursery.stores.base import AccountStore
 
 # Deliberately loose: one @, something on both sides, a dot in the domain, no spaces.
@@ -28,6 +30,7 @@ class Principal:
     user_id: str
     session_id: str
     expires_at: float = float("inf")  # unix time at which the token stops being valid
+    device: str = ""  # the session's device name (for the audit trail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +57,10 @@ class Accounts:
         limits: Limits,
         *,
         password_min_length: int = 8,
+        audit: Audit | None = None,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._limits = limits
         self._tokens = tokens
         self._notifier = notifier
@@ -75,7 +80,7 @@ class Accounts:
                 }],
             )
         user = await self._store.create_user(email, await hash_password(form.password))
-        return await self._open_session(user, form.device)
+        return await self._open_session(user, form.device, "register")
 
     async def login(self, form: inputs.Credentials, client: str = "unknown") -> Login:
         """``client``: the caller's address, for rate limits (per address and per account)."""
@@ -85,10 +90,12 @@ class Accounts:
         ok = await verify_password(found.password_hash if found else None, form.password)
         if not ok or found is None:
             raise Unauthenticated("wrong email or password")
-        return await self._open_session(found.user, form.device)
+        return await self._open_session(found.user, form.device, "password")
 
-    async def _open_session(self, user: User, device: str | None) -> Login:
+    async def _open_session(self, user: User, device: str | None, method: str) -> Login:
         session = await self._store.create_session(user.id, device or DEFAULT_DEVICE)
+        if self._audit is not None:
+            self._audit.record(LOGIN, user.id, session.id, session.device, details={"method": method})
         await self._notifier.publish(session_changed("created", session))
         return Login(user, session, self._tokens.issue(session.id))
 
@@ -100,7 +107,7 @@ class Accounts:
         session = await self._store.live_session(session_id)
         if session is None:
             raise Unauthenticated("this session has ended")
-        return Principal(session.user_id, session.id, expires_at)
+        return Principal(session.user_id, session.id, expires_at, session.device)
 
     async def me(self, who: Principal) -> User:
         user = await self._store.get_user(who.user_id)
@@ -109,7 +116,7 @@ class Accounts:
         return user
 
     async def logout(self, who: Principal) -> None:
-        await self._revoke(who, only=who.session_id)
+        await self._revoke(who, only=who.session_id, kind=LOGOUT)
 
     async def sessions(self, who: Principal) -> list[dict[str, object]]:
         sessions = await self._store.list_sessions(who.user_id)
@@ -125,9 +132,18 @@ class Accounts:
         return len(await self._revoke(who, keep=who.session_id))
 
     async def _revoke(
-        self, who: Principal, *, only: str | None = None, keep: str | None = None
+        self,
+        who: Principal,
+        *,
+        only: str | None = None,
+        keep: str | None = None,
+        kind: str = REVOKE,
     ) -> list[Session]:
+        """``kind``: what the audit trail calls it (a logout, or a revocation by ``who``)."""
         revoked = await self._store.revoke_sessions(who.user_id, only=only, keep=keep)
         for session in revoked:
+            if self._audit is not None:
+                details = {} if kind == LOGOUT else {"session": session.id, "device": session.device}
+                self._audit.record(kind, who.user_id, who.session_id, who.device, details=details)
             await self._notifier.publish(session_changed("revoked", session))
         return revoked

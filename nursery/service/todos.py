@@ -7,8 +7,10 @@ from nursery.models import ChangeBatch, Todo, TodoPage, WriteResult
 from nursery.pubsub.events import TodoChanged
 from nursery.service import inputs
 from nursery.service.accounts import Principal
+from nursery.service.audit import Audit
 from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
+from nursery.stores.audit import TODO_CREATE, TODO_DELETE, TODO_UPDATE
 from nursery.stores.base import TodoStore
 
 MAX_PAGE = 200
@@ -16,13 +18,33 @@ MAX_CHANGES = 1000
 
 
 class Todos:
-    def __init__(self, store: TodoStore, notifier: Notifier, limits: Limits) -> None:
+    def __init__(
+        self, store: TodoStore, notifier: Notifier, limits: Limits, *, audit: Audit | None = None
+    ) -> None:
         self._store = store
         self._notifier = notifier
         self._limits = limits
+        self._audit = audit
 
-    async def _announce(self, who: Principal, result: WriteResult) -> WriteResult:
+    async def _announce(
+        self,
+        who: Principal,
+        result: WriteResult,
+        kind: str,
+        fields: dict[str, object] | None = None,
+    ) -> WriteResult:
+        """Publish a committed write and put it on the audit trail (a replay is neither)."""
         if not result.replayed:
+            if self._audit is not None:
+                fields = fields or {}
+                done = fields.get("done")
+                details: dict[str, object] = {"rev": result.change.rev}
+                if kind == TODO_UPDATE:
+                    details["fields"] = sorted(fields)
+                self._audit.record(
+                    kind, who.user_id, who.session_id, who.device, todo_id=result.change.id,
+                    done=done if isinstance(done, bool) else None, details=details,
+                )
             await self._notifier.publish(TodoChanged(who.user_id, result.change))
         return result
 
@@ -30,10 +52,9 @@ class Todos:
         self, who: Principal, form: inputs.NewTodo, idempotency_key: str | None = None
     ) -> WriteResult:
         await self._limits.write(who.user_id)
-        result = await self._store.create_todo(
-            who.user_id, form.draft(), idempotency_key=idempotency_key
-        )
-        return await self._announce(who, result)
+        draft = form.draft()
+        result = await self._store.create_todo(who.user_id, draft, idempotency_key=idempotency_key)
+        return await self._announce(who, result, TODO_CREATE, {"done": draft.done})
 
     async def get(self, who: Principal, todo_id: str) -> Todo:
         todo = await self._store.get_todo(who.user_id, todo_id)
@@ -62,10 +83,11 @@ class Todos:
         idempotency_key: str | None = None,
     ) -> WriteResult:
         await self._limits.write(who.user_id)
+        patch = form.patch()
         result = await self._store.update_todo(
-            who.user_id, todo_id, form.patch(), idempotency_key=idempotency_key
+            who.user_id, todo_id, patch, idempotency_key=idempotency_key
         )
-        return await self._announce(who, result)
+        return await self._announce(who, result, TODO_UPDATE, patch.fields)
 
     async def delete(
         self,
@@ -79,7 +101,7 @@ class Todos:
         result = await self._store.delete_todo(
             who.user_id, todo_id, if_rev=if_rev, idempotency_key=idempotency_key
         )
-        return await self._announce(who, result)
+        return await self._announce(who, result, TODO_DELETE)
 
     async def changes(self, who: Principal, since: int, limit: int = 500) -> ChangeBatch:
         return await self._store.changes_since(who.user_id, since, limit=limit)

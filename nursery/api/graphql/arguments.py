@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from nursery.api.rest import MAX_IDEMPOTENCY_KEY, MAX_QUERY
+from nursery.api.rest import MAX_CURSOR, MAX_IDEMPOTENCY_KEY, MAX_QUERY
 from nursery.service import inputs
 from nursery.service.todos import MAX_CHANGES, MAX_PAGE
 
@@ -32,7 +32,7 @@ class TodoListArguments(_Arguments):
     done: bool | None = None
     q: Annotated[str, StringConstraints(max_length=MAX_QUERY)] | None = None
     first: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50
-    after: str | None = None
+    after: Annotated[str, StringConstraints(max_length=MAX_CURSOR)] | None = None
 
     @field_validator("q")
     @classmethod

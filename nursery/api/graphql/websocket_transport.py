@@ -7,12 +7,15 @@ close frame. (/ws's ``api.ws.QuartTransport`` maps only the latter two.)
 
 from __future__ import annotations
 
+import trio
 from quart import websocket
 from quart.wrappers.base import ClientDisconnectedError
 
 from nursery.service.sync import TransportClosed
 
-_GONE = (ClientDisconnectedError, OSError, RuntimeError)
+# BusyResourceError: Hypercorn shuts a connection the peer left (send_eof) from another task,
+# and a frame sent at that moment meets it.
+_GONE = (ClientDisconnectedError, OSError, RuntimeError, trio.BusyResourceError)
 
 
 class QuartWebsocketTransport:

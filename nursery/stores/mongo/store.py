@@ -1,0 +1,287 @@
+"""``MongoStore``: the todo store contract and the audit log on MongoDB.
+
+PyMongo's native async API (``AsyncMongoClient``) is asyncio-only, so every public method
+crosses into asyncio exactly once (``trio_asyncio.aio_as_trio``) and runs a whole operation
+there, its transaction and retries included (RESEARCH.md: ~60 µs a crossing). Motor is not
+used: deprecated, and it fails under trio-asyncio. The queries live in ``_todos`` and
+``_audit``, transactions in ``_transactions``; this module owns the client, the timeout and
+the error mapping.
+
+Users and sessions stay in PostgreSQL; ``nursery.stores.split.SplitStore`` puts the two
+together behind the one ``Store`` interface.
+
+Cancellation: cancelling a caller cancels the asyncio task; the driver discards the
+connection it was using and the server drops the unfinished transaction. Error handling:
+``UNAVAILABLE_ERRORS``, and transient errors that outlived their retries, become
+``StoreUnavailable``; ids that are not UUIDs name nothing (``NotFound`` or ``None``, as on
+PostgreSQL); anything else is a bug and is re-raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import trio
+import trio_asyncio
+from pymongo import AsyncMongoClient
+from pymongo.errors import (
+    ConfigurationError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    PyMongoError,
+    WTimeoutError,
+)
+
+from nursery.errors import NotFound, StoreUnavailable
+from nursery.models import (
+    ChangeBatch,
+    Todo,
+    TodoDraft,
+    TodoPage,
+    TodoPatch,
+    WriteResult,
+)
+from nursery.stores.audit import AuditEntry, DayFigures, storable
+from nursery.stores.mongo import _audit, _schema, _todos
+from nursery.stores.mongo._transactions import UNKNOWN_COMMIT, is_transient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_DATABASE = "nursery"
+
+# The failures that mean "the database is not there (now)", as opposed to a bug in a query.
+UNAVAILABLE_ERRORS = (OSError, asyncio.TimeoutError, ConnectionFailure, ExecutionTimeout, WTimeoutError)
+# Server errors of a node that is stepping down or shutting down (retried by the driver once).
+UNAVAILABLE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
+
+Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
+
+
+def _uuid(value: str | None) -> str | None:
+    """The canonical form of a UUID; other ids name nothing (404, as on PostgreSQL)."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def _known_id(value: str, what: str) -> str:
+    parsed = _uuid(value)
+    if parsed is None:
+        raise NotFound(f"{what} not found")
+    return parsed
+
+
+def _fingerprint(operation: str, request: Any) -> str:
+    """What a keyed write asked for: a retry must ask the same, or it is a different request."""
+    body = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
+    return f"{operation} {hashlib.sha256(body.encode()).hexdigest()[:32]}"
+
+
+def _unavailable(exc: PyMongoError) -> bool:
+    if isinstance(exc, UNAVAILABLE_ERRORS) or is_transient(exc):
+        return True
+    code = getattr(exc, "code", None)
+    return exc.has_error_label(UNKNOWN_COMMIT) or code in UNAVAILABLE_CODES
+
+
+class MongoStore:
+    """Todos (``TodoStore``) and the audit log (``AuditStore``) in one MongoDB database."""
+
+    def __init__(self, db: Any, timeout: float, observe: Observe | None = None) -> None:
+        self._db = db
+        self._timeout = timeout
+        self._observe = observe
+
+    @property
+    def database(self) -> Any:
+        """The driver's database object (asyncio side; for tests and tools)."""
+        return self._db
+
+    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "") -> T:
+        started = time.perf_counter()
+        ok = False
+        try:
+            with trio.fail_after(self._timeout):
+                result: T = await trio_asyncio.aio_as_trio(op)(self._db, *args)
+            ok = True
+            return result
+        except trio.TooSlowError as exc:
+            raise StoreUnavailable("MongoDB did not answer in time") from exc
+        except UNAVAILABLE_ERRORS as exc:
+            raise StoreUnavailable(f"MongoDB is unavailable ({type(exc).__name__})") from exc
+        except PyMongoError as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"MongoDB is unavailable ({type(exc).__name__})") from exc
+            raise
+        finally:
+            if self._observe is not None:
+                self._observe(name or op.__name__, ok, time.perf_counter() - started)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._run(_ping, name="ping")
+
+    async def prepare(self) -> None:
+        """Refuse a deployment without transactions; create collections and indexes
+        (idempotent)."""
+        await self._run(_prepare, name="prepare")
+
+    async def aclose(self) -> None:
+        with trio.move_on_after(self._timeout):
+            await trio_asyncio.aio_as_trio(self._db.client.close)()
+
+    def pool_use(self) -> tuple[int, int]:
+        """The driver does not expose its pools' use: (0, 0)."""
+        return 0, 0
+
+    # -- todos ----------------------------------------------------------------------------------
+
+    async def create_todo(
+        self, user_id: str, draft: TodoDraft, *, idempotency_key: str | None = None
+    ) -> WriteResult:
+        uid = _known_id(user_id, "user")
+        apply = _todos.insert_todo(uid, str(uuid.uuid4()), draft)
+        return await self._run(
+            _todos.write, uid, apply, idempotency_key,
+            _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
+        )
+
+    async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
+        uid, tid = _uuid(user_id), _uuid(todo_id)
+        if uid is None or tid is None:
+            return None
+        return await self._run(_todos.get_todo, uid, tid, name="get_todo")
+
+    async def list_todos(
+        self,
+        user_id: str,
+        *,
+        done: bool | None = None,
+        query: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> TodoPage:
+        uid = _known_id(user_id, "user")
+        return await self._run(_todos.list_todos, uid, done, query, limit, cursor, name="list_todos")
+
+    async def update_todo(
+        self, user_id: str, todo_id: str, patch: TodoPatch, *, idempotency_key: str | None = None
+    ) -> WriteResult:
+        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
+        apply = _todos.update_todo(uid, tid, patch)
+        return await self._run(
+            _todos.write, uid, apply, idempotency_key,
+            _fingerprint(f"update {tid}", [patch.fields, patch.if_rev]), name="update_todo",
+        )
+
+    async def delete_todo(
+        self,
+        user_id: str,
+        todo_id: str,
+        *,
+        if_rev: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> WriteResult:
+        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
+        apply = _todos.delete_todo(uid, tid, if_rev)
+        return await self._run(
+            _todos.write, uid, apply, idempotency_key,
+            _fingerprint(f"delete {tid}", if_rev), name="delete_todo",
+        )
+
+    async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
+        uid = _known_id(user_id, "user")
+        return await self._run(_todos.changes_since, uid, since, limit, name="changes_since")
+
+    async def purge_tombstones(self, older_than_seconds: float) -> int:
+        return await self._run(_todos.purge_tombstones, older_than_seconds, name="purge_tombstones")
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    async def append_audit(self, entries: list[AuditEntry]) -> None:
+        entries = storable(entries)
+        if entries:
+            await self._run(_audit.append, entries, name="append_audit")
+
+    async def recent_audit(self, user_id: str, limit: int) -> list[AuditEntry]:
+        uid = _uuid(user_id)
+        return [] if uid is None else await self._run(_audit.recent, uid, limit, name="recent_audit")
+
+    async def daily_figures(self, user_id: str, start: datetime, end: datetime) -> list[DayFigures]:
+        uid = _uuid(user_id)
+        if uid is None:
+            return []
+        return await self._run(_audit.daily_figures, uid, start, end, name="daily_figures")
+
+
+async def _ping(db: Any) -> None:
+    await db.command("ping")
+
+
+async def _prepare(db: Any) -> None:
+    await _schema.check_deployment(db)
+    await _schema.create_collections(db)
+    await _schema.create_indexes(db)
+
+
+def _client(url: str, pool_size: int, timeout: float) -> Any:
+    # ``AsyncMongoClient`` is looked up at call time: tests put a driver-level double there.
+    # The driver gives up well before our timeout, so its more telling error wins.
+    millis = int(timeout * 500)
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        maxPoolSize=pool_size,
+        serverSelectionTimeoutMS=millis,
+        connectTimeoutMS=millis,
+        appname="nursery",
+    )
+
+
+@asynccontextmanager
+async def open_mongo_store(
+    url: str,
+    *,
+    database: str | None = None,
+    pool_size: int = 10,
+    timeout: float = 5.0,
+    observe: Observe | None = None,
+) -> AsyncIterator[MongoStore]:
+    """Connect, check for a replica set, create the indexes, yield the store; close on exit.
+
+    ``database``: the database to use; default the one named in ``url``, else ``nursery``.
+    Must run inside a trio-asyncio loop. Raises ``StoreUnavailable`` when MongoDB cannot be
+    reached within ``timeout``, the URL is not valid, or the deployment has no transactions.
+    """
+    try:
+        client = await trio_asyncio.aio_as_trio(_make_client)(url, pool_size, timeout)
+    except ConfigurationError as exc:
+        raise StoreUnavailable(f"not a usable MongoDB URL: {exc}") from exc
+    db = client[database] if database else client.get_default_database(DEFAULT_DATABASE)
+    store = MongoStore(db, timeout, observe)
+    try:
+        await store.prepare()
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store.aclose()
+
+
+async def _make_client(url: str, pool_size: int, timeout: float) -> Any:
+    """On the asyncio side: the client binds to the running loop."""
+    return _client(url, pool_size, timeout)
