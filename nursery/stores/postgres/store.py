@@ -109,7 +109,10 @@ class PostgresStore:
         return size, size - self._pool.get_idle_size()
 
     async def _on_connection(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
-        async with self._pool.acquire(timeout=self._timeout) as conn:
+        # No asyncpg-level timeouts: the Trio deadline in ``_run`` bounds the whole operation
+        # (and cancels the query server-side); asyncio timers through the bridge cost a
+        # scheduling round trip each, on every query.
+        async with self._pool.acquire() as conn:
             return await op(conn, *args)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -162,6 +165,8 @@ class PostgresStore:
         self, user_id: str, draft: TodoDraft, *, idempotency_key: str | None = None
     ) -> WriteResult:
         uid = _known_id(user_id, "user")
+        if idempotency_key is None:
+            return await self._run(_todos.create_in_one_statement, uid, draft, name="create_todo")
         apply = _todos.insert_todo(uid, draft)
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
@@ -234,7 +239,7 @@ async def open_postgres_store(
     try:
         with trio.fail_after(timeout):
             pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                url, min_size=1, max_size=pool_size, command_timeout=timeout
+                url, min_size=1, max_size=pool_size
             )
     except trio.TooSlowError as exc:
         raise StoreUnavailable(f"PostgreSQL did not answer within {timeout} s") from exc
