@@ -17,13 +17,13 @@ The package, by job:
     connection     one websocket connection's lifetime
     live           the connection and its feeds in the hub
     explorer       the GET page
-    websocket_transport  Quart's websocket as the connection's transport
 """
 
 from __future__ import annotations
 
 from quart import Blueprint, Response, websocket
 
+from nursery.api.transport import QuartTransport
 from nursery.config import Settings
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
@@ -35,7 +35,6 @@ from .connection import GraphQLWsSession, WsLimits
 from .endpoint import GraphQLEndpoint
 from .engine import Engine
 from .schema import build_schema
-from .websocket_transport import QuartWebsocketTransport
 
 
 def graphql_blueprint(accounts: Accounts, todos: Todos, hub: Hub, settings: Settings) -> Blueprint:
@@ -69,7 +68,7 @@ def graphql_blueprint(accounts: Accounts, todos: Todos, hub: Hub, settings: Sett
             return
         await websocket.accept(subprotocol=protocol.SUBPROTOCOL)
         session = GraphQLWsSession(
-            QuartWebsocketTransport(), engine=engine, accounts=accounts, todos=todos, hub=hub,
+            QuartTransport(), engine=engine, accounts=accounts, todos=todos, hub=hub,
             client=_websocket_client(settings.trust_proxy_headers), limits=limits,
         )
         await session.run()
