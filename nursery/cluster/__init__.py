@@ -38,4 +38,4 @@ from nursery.cluster._state import live_pids as live_pids
 from nursery.cluster._state import read_state as read_state
 from nursery.cluster._state import supervisor_running as supervisor_running
 from nursery.cluster._supervisor import Supervisor as Supervisor
-from nursery.cluster._supervisor import run_cluster as run_cluster
+from nursery.cluster._run import run_cluster as run_cluster

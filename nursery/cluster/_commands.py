@@ -42,7 +42,8 @@ from nursery.cluster._config import (
 )
 from nursery.cluster._probes import postgres_probe, readyz_probe, redis_probe_of
 from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
-from nursery.cluster._supervisor import log_tail, redact, run_cluster
+from nursery.cluster._run import run_cluster
+from nursery.cluster._logs import log_tail, redact
 from nursery.errors import NurseryError
 
 

@@ -113,3 +113,12 @@ async def postgres_probe(host: str, port: int) -> str | None:
         return None
     return "accepts"
 
+
+async def until_proxy_reaches(host: str, port: int, instance: str) -> None:
+    """Until a GET /readyz through Caddy is answered by ``instance`` (round robin reaches
+    every healthy upstream in turn, so a few tries suffice once Caddy counts it healthy)."""
+    while True:
+        answer = await http_get(host, port, "/readyz")
+        if answer is not None and answer[0] == 200 and json_object(answer[1]).get("instance") == instance:
+            return
+        await trio.sleep(0.05)

@@ -1,4 +1,4 @@
-"""The supervisor: ``run_cluster`` starts PostgreSQL (unless given a URL), Redis (unless
+"""The supervisor (driven by ``_run.run_cluster``): starts PostgreSQL (unless given a URL), Redis (unless
 given a URL), the instances and Caddy as child processes it owns, restarts the ones that
 crash, performs rolling restarts on SIGHUP, and stops everything on SIGTERM/SIGINT.
 
@@ -35,14 +35,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
-from nursery.cluster._probes import http_get, json_object, readyz_probe, redis_probe_of
-from nursery.cluster._state import cluster_secret, postmaster_pid, supervisor_lock, write_private
-from nursery.stores.embedded import free_port, open_private_postgres
+from nursery.cluster._logs import describe_exit, log_tail, note, redact
+from nursery.cluster._probes import readyz_probe, redis_probe_of, until_proxy_reaches
+from nursery.cluster._state import write_private
+from nursery.stores.embedded import free_port
 
 log = logging.getLogger("nursery.cluster")
 
@@ -52,7 +52,6 @@ STABLE_AFTER = 30.0  # a child up this long has its crash count reset
 POLL = 0.05
 CADDY_STOP_TIMEOUT = 15.0  # the Caddyfile's grace_period (10 s) plus a margin
 REDIS_STOP_TIMEOUT = 10.0
-LOG_TAIL_LINES = 20
 
 
 @dataclass(eq=False)
@@ -233,7 +232,7 @@ class Supervisor:
                         watch.cancel_scope.cancel()
                     exit_code, uptime = process.returncode, trio.current_time() - began
                     child.last_exit = exit_code
-                    _note(child.log_path, f"exited with {describe_exit(exit_code)} after {uptime:.1f} s")
+                    note(child.log_path, f"exited with {describe_exit(exit_code)} after {uptime:.1f} s")
                 if child.stopping:
                     break
                 if child.replace:
@@ -260,7 +259,7 @@ class Supervisor:
     async def _spawn(self, child: Child) -> trio.Process | None:
         child.generation += 1
         child.log_path.parent.mkdir(parents=True, exist_ok=True)
-        _note(child.log_path, f"starting: {' '.join(child.argv)}")
+        note(child.log_path, f"starting: {' '.join(child.argv)}")
         try:
             with open(child.log_path, "ab") as log_file:  # the child keeps its own copy
                 child.process = await trio.lowlevel.open_process(
@@ -270,7 +269,7 @@ class Supervisor:
         except OSError as exc:
             child.process = None
             child.last_exit = None
-            _note(child.log_path, f"cannot start {child.argv[0]}: {exc}")
+            note(child.log_path, f"cannot start {child.argv[0]}: {exc}")
             log.error("cannot start %s (%s): %s", child.name, child.argv[0], exc)
             return None
         child.started_at = time.time()
@@ -420,106 +419,3 @@ class Supervisor:
             raise ClusterError(f"{child.name} was not back in Caddy's rotation within "
                                f"{config.ready_timeout:.0f} s; see {child.log_path}")
         log.info("%s back in rotation", child.name)
-
-
-async def until_proxy_reaches(host: str, port: int, instance: str) -> None:
-    """Until a GET /readyz through Caddy is answered by ``instance`` (round robin reaches
-    every healthy upstream in turn, so a few tries suffice once Caddy counts it healthy)."""
-    while True:
-        answer = await http_get(host, port, "/readyz")
-        if answer is not None and answer[0] == 200 and json_object(answer[1]).get("instance") == instance:
-            return
-        await trio.sleep(0.05)
-
-
-async def run_cluster(
-    config: ClusterConfig, *, task_status: trio.TaskStatus[Supervisor] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Run the cluster until SIGTERM/SIGINT (handled here); ``task_status.started`` with the
-    supervisor once every process is ready. Raises ``ClusterError`` when startup fails, after
-    stopping whatever had started.
-
-    Resource handling: every child is stopped (instances first) before this returns, also on
-    error; on cancellation the children still running are killed (SIGKILL) and PostgreSQL is
-    stopped (shielded)."""
-    directory = config.directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / LOG_DIR).mkdir(exist_ok=True)
-    with supervisor_lock(directory), trio.open_signal_receiver(
-        signal.SIGTERM, signal.SIGINT, signal.SIGHUP
-    ) as signals:
-        secret_key = config.secret_key or cluster_secret(directory)
-        async with _database(config, directory) as (database_url, database_info):
-            supervisor = Supervisor(config, directory, database_url, database_info)
-            supervisor.plan(secret_key)
-            supervisor.write_state()
-            failure: ClusterError | None = None
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(supervisor.handle_signals, signals)
-                with supervisor.startup_scope:
-                    try:
-                        await supervisor.start_all(nursery)
-                    except ClusterError as exc:
-                        failure = exc
-                if failure is None and not supervisor.stop_requested.is_set():
-                    supervisor.state = "ready"
-                    supervisor.write_state()
-                    log.info("cluster ready: %s → %d instance(s) (%s); logs in %s",
-                             f"http://{config.host}:{config.proxy_port}", config.instances,
-                             ", ".join(str(p) for p in config.instance_ports), directory / LOG_DIR)
-                    task_status.started(supervisor)
-                    nursery.start_soon(supervisor.roll_when_asked)
-                    await supervisor.stop_requested.wait()
-                log.info("stopping the cluster")
-                await supervisor.stop_all()
-                nursery.cancel_scope.cancel()
-            supervisor.state = "stopped"
-            supervisor.write_state()
-            if failure is not None:
-                raise failure
-    log.info("cluster stopped")
-
-
-@contextlib.asynccontextmanager
-async def _database(config: ClusterConfig, directory: Path) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    if config.database_url:
-        yield config.database_url, {"external": True}
-        return
-    log.info("starting PostgreSQL in %s", directory / "pg")
-    async with open_private_postgres(directory, timeout=config.ready_timeout) as url:
-        pid_file = directory / "pg" / "postmaster.pid"
-        yield url, {"external": False, "pid": postmaster_pid(pid_file),
-                    "port": urlsplit(url).port, "log": str(directory / "pg" / "server.log")}
-
-
-def _note(log_path: Path, message: str) -> None:
-    """A supervisor line in a child's log, between the child's own lines."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    with open(log_path, "a") as out:
-        out.write(f"--- {stamp} supervisor: {message}\n")
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "no process"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"signal {signal.Signals(-code).name}"
-    return f"exit status {code}"
-
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
-
