@@ -227,6 +227,13 @@ async def _select_one(conn: asyncpg.Connection) -> None:
     await conn.fetchval("SELECT 1")
 
 
+async def _keep_connection_as_is(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release. asyncpg's default sends a reset query (``RESET ALL``,
+    ``UNLISTEN *``, ...) on every release: a second round trip per operation. We keep no
+    session state (no SET, LISTEN, cursors or session-level advisory locks), and asyncpg
+    still rolls back a transaction left open, so there is nothing to reset."""
+
+
 @asynccontextmanager
 async def open_postgres_store(
     url: str, *, pool_size: int = 10, timeout: float = 5.0, observe: Observe | None = None
@@ -239,7 +246,13 @@ async def open_postgres_store(
     try:
         with trio.fail_after(timeout):
             pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
-                url, min_size=1, max_size=pool_size
+                url,
+                min_size=1,
+                max_size=pool_size,
+                reset=_keep_connection_as_is,
+                # No idle-close timer, which asyncpg re-arms on every release (an asyncio
+                # timer through the bridge each time); the pool never exceeds pool_size.
+                max_inactive_connection_lifetime=0,
             )
     except trio.TooSlowError as exc:
         raise StoreUnavailable(f"PostgreSQL did not answer within {timeout} s") from exc
