@@ -59,7 +59,7 @@ def record(audit: Audit, n: int) -> None:
 async def test_a_full_buffer_drops_and_counts_without_blocking() -> None:
     store = MemoryAudit()
     store.gate = trio.Event()  # the flusher's writes hang until we say
-    audit = Audit("test", capacity=5, batch_size=500)
+    audit = Audit("test", capacity=5, batch_size=500, linger=0)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(audit.run, store)
@@ -100,6 +100,23 @@ async def test_entries_go_out_in_bounded_batches_in_order() -> None:
     assert (first.kind, first.user_id, first.session_id, first.device, first.instance) == (
         LOGIN, USER, SESSION, "laptop", "i-1")
     assert first.at.tzinfo is UTC and first.at.microsecond % 1000 == 0
+
+
+async def test_entries_arriving_together_share_one_write(autojump_clock: trio.abc.Clock) -> None:
+    store = MemoryAudit()
+    audit = Audit("test", capacity=100, batch_size=100, linger=0.05)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(audit.run, store)
+            for i in range(10):  # one every 4 ms: within the first entry's 50 ms linger
+                audit.record(LOGIN, USER, SESSION, "laptop", details={"i": i})
+                await trio.sleep(0.004)
+            await trio.sleep(0.2)
+            audit.record(LOGIN, USER, SESSION, "laptop", details={"i": 10})
+            while audit.stored < 11:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert [len(b) for b in store.batches] == [10, 1]
 
 
 async def test_an_unavailable_store_gets_the_same_batch_again(autojump_clock: trio.abc.Clock) -> None:
