@@ -9,7 +9,7 @@ Implementations: ``memory.MemoryBroker`` (one process), ``redis.RedisBroker`` (m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -57,3 +57,6 @@ class Presence(Protocol):
 
     async def online(self, user_id: str) -> set[str]:
         """Sessions online on any instance."""
+
+    async def online_many(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        """``online`` for several users at once (one round trip), keyed by user id."""

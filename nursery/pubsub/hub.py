@@ -25,6 +25,10 @@ from nursery.pubsub.protocol import UNAUTHENTICATED
 
 log = logging.getLogger(__name__)
 
+# Users whose online lists are read in one round trip (every local user is rechecked each
+# ttl/3: one read per user would cost a round trip each).
+PRESENCE_READ_BATCH = 500
+
 
 @dataclass(frozen=True, slots=True)
 class Refill:
@@ -166,19 +170,20 @@ class Hub:
             log.warning("presence not refreshed: %s", exc)
 
     async def _push_online_lists(self) -> None:
-        stale, self._stale_presence = self._stale_presence, set()
-        for user_id in stale:
-            if user_id not in self._subscribers:
-                continue
+        stale = [user for user in self._stale_presence if user in self._subscribers]
+        self._stale_presence = set()
+        for start in range(0, len(stale), PRESENCE_READ_BATCH):
             try:
-                online = tuple(sorted(await self._presence.online(user_id)))
+                online = await self._presence.online_many(stale[start:start + PRESENCE_READ_BATCH])
             except BrokerUnavailable as exc:
                 log.warning("presence not read: %s", exc)
                 continue
-            if self._online.get(user_id) != online and user_id in self._subscribers:
-                self._online[user_id] = online
-                for subscriber in list(self._subscribers[user_id]):
-                    subscriber.offer(OnlineNow(online))
+            for user_id, sessions in online.items():
+                now_online = tuple(sorted(sessions))
+                if self._online.get(user_id) != now_online and user_id in self._subscribers:
+                    self._online[user_id] = now_online
+                    for subscriber in list(self._subscribers[user_id]):
+                        subscriber.offer(OnlineNow(now_online))
 
     async def announce(self, user_id: str, session_id: str, *, connected: bool) -> None:
         """Record a connect or disconnect of ``session_id`` here and in shared presence, and

@@ -8,6 +8,7 @@ presence, give each instance its own ``MemoryPresence.sibling()`` of a shared ta
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from typing import NoReturn
 
 import trio
@@ -122,10 +123,15 @@ class MemoryPresence:
                 del self._table[user_id]
 
     async def online(self, user_id: str) -> set[str]:
+        return (await self.online_many([user_id]))[user_id]
+
+    async def online_many(self, user_ids: Collection[str]) -> dict[str, set[str]]:
         await trio.lowlevel.checkpoint()
         now = trio.current_time()
-        table = self._table.get(user_id, {})
-        return {session_id for (session_id, _), expiry in table.items() if expiry > now}
+        return {
+            user_id: {sid for (sid, _), expiry in self._table.get(user_id, {}).items() if expiry > now}
+            for user_id in user_ids
+        }
 
     async def aclose(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -18,7 +18,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -345,7 +345,10 @@ class RedisPresence:
         )
 
     async def online(self, user_id: str) -> set[str]:
-        return await _call(self.timeout, "presence read", _online, self._client, user_id)
+        return (await self.online_many([user_id]))[user_id]
+
+    async def online_many(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        return await _call(self.timeout, "presence read", _online, self._client, list(user_ids))
 
     async def aclose(self) -> None:
         await _aclose_client(self._client, self.timeout)
@@ -365,11 +368,15 @@ async def _refresh(
     await pipe.execute()
 
 
-async def _online(client: aioredis.Redis, user_id: str) -> set[str]:
+async def _online(client: aioredis.Redis, user_ids: list[str]) -> dict[str, set[str]]:
     now = time.time()
-    key = PRESENCE_KEY.format(user_id=user_id)
     pipe = client.pipeline(transaction=False)
-    pipe.zremrangebyscore(key, "-inf", f"({now!r}")  # stale entries of crashed instances
-    pipe.zrangebyscore(key, repr(now), "+inf")
-    _, members = await pipe.execute()
-    return {member.rsplit(b"|", 1)[0].decode() for member in members}
+    for user_id in user_ids:
+        key = PRESENCE_KEY.format(user_id=user_id)
+        pipe.zremrangebyscore(key, "-inf", f"({now!r}")  # stale entries of crashed instances
+        pipe.zrangebyscore(key, repr(now), "+inf")
+    replies = await pipe.execute()
+    return {
+        user_id: {member.rsplit(b"|", 1)[0].decode() for member in members}
+        for user_id, members in zip(user_ids, replies[1::2], strict=True)
+    }

@@ -130,6 +130,9 @@ async def test_presence_refresh_online_remove(instances: OpenInstances) -> None:
             assert await a.online("u1") == await b.online("u1") == {"s1", "s2", "s4"}
             assert await b.online("u2") == {"s3"}
             assert await b.online("u3") == set()
+            assert await b.online_many(["u1", "u2", "u3", "nobody"]) == {
+                "u1": {"s1", "s2", "s4"}, "u2": {"s3"}, "u3": set(), "nobody": set()
+            }
 
             # remove forgets only the calling instance's entry
             await a.remove("u1", "s2")
