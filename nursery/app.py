@@ -36,6 +36,7 @@ from nursery.service.activity import Activity
 from nursery.service.audit import Audit
 from nursery.service.limits import Limits, parse_rate
 from nursery.service.notify import Notifier
+from nursery.service.session_cache import SessionCache
 from nursery.service.sync import SyncLimits
 from nursery.service.todos import Todos
 from nursery.service.tokens import TokenSigner
@@ -97,6 +98,9 @@ async def open_services(
             on_limited=metrics.rate_limited,
         )
         tokens = TokenSigner(secret_key, settings.token_max_age)
+        sessions = SessionCache(
+            broker_live=lambda: broker.connected, ttl=settings.session_cache_ttl
+        )
         audit = Audit(
             settings.name, capacity=settings.audit_buffer_size, batch_size=settings.audit_batch_size
         )
@@ -105,11 +109,14 @@ async def open_services(
             store=store,
             broker=broker,
             presence=presence,
-            hub=Hub(broker, presence, presence_ttl=settings.presence_ttl),
+            hub=Hub(
+                broker, presence, presence_ttl=settings.presence_ttl, revocations=sessions
+            ),
             notifier=notifier,
             accounts=Accounts(
                 store, tokens, notifier, presence, limits,
                 password_min_length=settings.password_min_length, audit=audit,
+                sessions=sessions,
             ),
             todos=Todos(store, notifier, limits, audit=audit),
             limits=limits,
@@ -157,6 +164,11 @@ def _expose_live_counters(services: Services) -> None:
             lambda: limits.failed_open)
     m.count("nursery_broker_reconnects", "Broker subscriptions lost and re-established",
             lambda: getattr(services.broker, "reconnects", 0))
+    sessions = services.accounts.session_cache
+    m.count("nursery_session_cache_hits", "Requests authenticated from the session cache",
+            lambda: sessions.hits)
+    m.count("nursery_session_cache_misses", "Requests whose session was read from the store",
+            lambda: sessions.misses)
     audit = services.audit
     m.count("nursery_audit_entries_recorded", "Audit entries accepted into the buffer",
             lambda: audit.recorded)

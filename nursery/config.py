@@ -78,6 +78,13 @@ class Settings:
     shutdown_timeout: float = field(
         default=15.0, metadata=_doc("deadline for the whole graceful shutdown")
     )
+    session_cache_ttl: float = field(
+        default=10.0,
+        metadata=_doc(
+            "seconds a checked session is trusted without asking the database (revocations "
+            "reach every instance through the broker at once; 0 turns the cache off)"
+        ),
+    )
     db_pool_size: int = field(default=10, metadata=_doc("PostgreSQL connections per instance"))
     db_timeout: float = field(default=5.0, metadata=_doc("timeout of one store operation"))
     audit_buffer_size: int = field(

@@ -33,6 +33,8 @@ Deliver = Callable[[Delivery], None]
 
 
 class Broker(Protocol):
+    connected: bool  # whether the subscription is live right now (messages are arriving)
+
     async def publish(self, payload: bytes) -> None:
         """Send to every subscriber, this process included. Raises ``BrokerUnavailable``
         when the message could not be handed over within the broker timeout."""

@@ -54,11 +54,28 @@ class Subscriber(Protocol):
         """Ask the subscriber to end with this close code (does not block)."""
 
 
+class RevocationListener(Protocol):
+    """Told of every revoked session on any instance (e.g. ``service.session_cache``)."""
+
+    def forget(self, session_id: str) -> None: ...
+
+    def clear(self) -> None:
+        """Revocations may have been missed."""
+
+
 class Hub:
     announce_timeout = 2.0  # a goodbye that cannot reach the broker is given up (TTL heals it)
 
-    def __init__(self, broker: Broker, presence: Presence, *, presence_ttl: float) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        presence: Presence,
+        *,
+        presence_ttl: float,
+        revocations: RevocationListener | None = None,
+    ) -> None:
         self._broker = broker
+        self._revocations = revocations
         self._presence = presence
         self._ttl = presence_ttl
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
@@ -105,6 +122,8 @@ class Hub:
         self.received += 1
         if isinstance(delivery, Resubscribed):
             log.warning("broker resubscribed: every connection refills from the store")
+            if self._revocations is not None:
+                self._revocations.clear()
             for peers in list(self._subscribers.values()):
                 for subscriber in list(peers):
                     subscriber.offer(Refill())
@@ -118,6 +137,12 @@ class Hub:
             self.undecodable += 1
             log.warning("ignoring an undecodable broker message")
             return
+        if (
+            self._revocations is not None
+            and isinstance(event, events.SessionChanged)
+            and event.op == "revoked"
+        ):
+            self._revocations.forget(event.session_id)
         if not self._subscribers.get(event.user_id):
             return
         peers = self._subscribers[event.user_id]

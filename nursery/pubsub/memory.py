@@ -44,6 +44,8 @@ class MemoryBroker:
     Nothing is queued here: ``deliver`` is the subscriber's (bounded) queue.
     """
 
+    connected = True  # nothing in a process can be lost
+
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
         self._closed = False

@@ -14,6 +14,7 @@ from nursery.service.audit import Audit
 from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
 from nursery.service.passwords import hash_password, verify_password
+from nursery.service.session_cache import SessionCache
 from nursery.service.tokens import TokenSigner
 from nursery.stores.audit import LOGIN, LOGOUT, REVOKE
 from nursery.stores.base import AccountStore
@@ -58,14 +59,20 @@ class Accounts:
         *,
         password_min_length: int = 8,
         audit: Audit | None = None,
+        sessions: SessionCache | None = None,
     ) -> None:
         self._store = store
+        self._sessions = sessions if sessions is not None else SessionCache(ttl=0)
         self._audit = audit
         self._limits = limits
         self._tokens = tokens
         self._notifier = notifier
         self._presence = presence
         self._password_min_length = password_min_length
+
+    @property
+    def session_cache(self) -> SessionCache:
+        return self._sessions
 
     async def register(self, form: inputs.Credentials, client: str = "unknown") -> Login:
         """``client``: the caller's address, for rate limits."""
@@ -104,9 +111,13 @@ class Accounts:
         if not token:
             raise Unauthenticated("a bearer token is required")
         session_id, expires_at = self._tokens.read(token)
-        session = await self._store.live_session(session_id)
+        session = self._sessions.get(session_id)
         if session is None:
-            raise Unauthenticated("this session has ended")
+            generation = self._sessions.generation
+            session = await self._store.live_session(session_id)
+            if session is None:
+                raise Unauthenticated("this session has ended")
+            self._sessions.put(session, generation)
         return Principal(session.user_id, session.id, expires_at, session.device)
 
     async def me(self, who: Principal) -> User:
@@ -142,6 +153,7 @@ class Accounts:
         """``kind``: what the audit trail calls it (a logout, or a revocation by ``who``)."""
         revoked = await self._store.revoke_sessions(who.user_id, only=only, keep=keep)
         for session in revoked:
+            self._sessions.forget(session.id)
             if self._audit is not None:
                 details = {} if kind == LOGOUT else {"session": session.id, "device": session.device}
                 self._audit.record(kind, who.user_id, who.session_id, who.device, details=details)

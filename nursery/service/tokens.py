@@ -1,7 +1,8 @@
 """Bearer tokens: a signed, timestamped session id (itsdangerous).
 
-A token only names a session; whether that session is still live is checked in the store on
-every use, so revocation takes effect at once.
+A token only names a session; whether that session is still live is checked in the store
+(or the instance's ``SessionCache``, which every revocation clears through the broker) on every
+use, so revocation takes effect at once.
 """
 
 from __future__ import annotations

@@ -82,12 +82,13 @@ async def test_a_request_costs_one_store_call_per_root_field_and_one_authenticat
         }""")
         assert len(data["first"]["nodes"]) == 50 and len(data["changes"]["changes"]) == 60
         assert len(data["sessions"]) == 3
-        assert calls == Counter(
-            live_session=1, get_user=1, list_sessions=1, list_todos=2, changes_since=1
-        )
+        # at most one authentication (none when the session cache already knows the session)
+        assert calls.pop("live_session", 0) <= 1
+        assert calls == Counter(get_user=1, list_sessions=1, list_todos=2, changes_since=1)
 
         # Twice the items: the same calls.
         calls.clear()
         await run(engine, accounts, todos, login.token,
                   "{ todos(first: 200) { nodes { id title notes done due tags rev createdAt updatedAt } } }")
-        assert calls == Counter(live_session=1, list_todos=1)
+        assert calls.pop("live_session", 0) <= 1
+        assert calls == Counter(list_todos=1)
