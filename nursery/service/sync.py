@@ -4,7 +4,7 @@ Transport-independent (``Transport`` is three methods), so the protocol's timeou
 on a virtual clock without sockets; ``api/ws.py`` adapts Quart's websocket. The backlog/live
 merge itself is ``service.feed``.
 
-Resource handling: ``run`` owns the connection's nursery (reader, heartbeat, feed) and closes
+Resource handling: ``run`` owns the connection's nursery (reader, keep-alive, feed) and closes
 the transport with the close code chosen, or not at all when the peer already left.
 """
 
@@ -149,8 +149,7 @@ class SyncSession:
             trio.open_nursery() as nursery,
         ):
             nursery.start_soon(self._ending_on_errors, self._read)
-            nursery.start_soon(self._ending_on_errors, self._heartbeat)
-            nursery.start_soon(self._close_when_expired, who.expires_at)
+            nursery.start_soon(self._ending_on_errors, partial(self._keep_alive, who.expires_at))
             # Errors are turned into close codes inside the nursery: out of it they would
             # come wrapped in an exception group.
             await self._ending_on_errors(partial(feed.run, hello.since, self._emit))
@@ -202,17 +201,17 @@ class SyncSession:
             elif isinstance(frame, protocol.Hello):
                 raise protocol.ProtocolError(protocol.BAD_MESSAGE, "hello was already received")
 
-    async def _close_when_expired(self, expires_at: float) -> None:
-        """A token expires while its socket is open: the socket goes with it (4001)."""
-        if expires_at != float("inf"):
-            await trio.sleep(max(0.0, expires_at - time.time()))
-            self.close(protocol.UNAUTHENTICATED, "the session expired")
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await trio.sleep(self._limits.ping_interval)
-            pinged_at = trio.current_time()
-            await self._send(protocol.PING, "ping")
-            await trio.sleep(self._limits.ping_timeout)
-            if self._last_heard < pinged_at:
-                self.close(protocol.TOO_SLOW, "no answer to ping")
+    async def _keep_alive(self, expires_at: float) -> None:
+        """Ping a quiet peer and close when it stops answering (4008), or when the token
+        expires (4001). One task for both: every task per connection costs memory."""
+        expiry = trio.current_time() + max(0.0, expires_at - time.time())  # inf stays inf
+        with trio.move_on_at(expiry):
+            while True:
+                await trio.sleep(self._limits.ping_interval)
+                pinged_at = trio.current_time()
+                await self._send(protocol.PING, "ping")
+                await trio.sleep(self._limits.ping_timeout)
+                if self._last_heard < pinged_at:
+                    self.close(protocol.TOO_SLOW, "no answer to ping")
+                    return
+        self.close(protocol.UNAUTHENTICATED, "the session expired")
