@@ -6,7 +6,8 @@ pongs) and measure the server's resident memory per connection.
 
 Without ``--urls``/``--via`` it starts PostgreSQL, Redis and 3 instances itself and reads
 their RSS from /proc; with them, pass ``--pids`` to measure (else only the count is checked).
-The load generator splits the sockets over ``--procs`` processes (descriptors: 20,000 each).
+The load generator splits the sockets over ``--procs`` processes (descriptors: 20,000 each);
+its websockets are the lean ones of ``wire.py``, so that holding them costs little CPU and memory.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 import trio
-from trio_websocket import open_websocket_url
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402
+import wire_ws  # noqa: E402
 from local_cluster import local_cluster  # noqa: E402
 from seed import seed_users  # noqa: E402
 
@@ -37,40 +39,41 @@ def rss_kib(pid: int) -> int:
 
 
 async def hold(ws_urls: list[str], tokens: list[str], ready: Any, release: Any, connect_parallel: int) -> None:
-    """One load-generator process: open every socket, report, then hold them until told."""
+    """One load-generator process: open every socket, report, then hold them until told.
+    Once open, one task reads them all (``wire_ws.WebSocketGroup``): no task per socket."""
+    group = wire_ws.WebSocketGroup()
     handshakes = trio.Semaphore(connect_parallel)
-    opened = 0
     failed = 0
 
     async def one(index: int, token: str) -> None:
-        nonlocal opened, failed
-        await handshakes.acquire()
-        shaking = True
-        try:
-            async with open_websocket_url(ws_urls[index % len(ws_urls)], message_queue_size=4) as ws:
-                await ws.send_message(json.dumps({"type": "hello", "token": token, "since": None}))
-                await ws.get_message()
-                handshakes.release()
-                shaking = False
-                opened += 1
-                while True:
-                    if '"ping"' in await ws.get_message():
-                        await ws.send_message('{"type":"pong"}')
-        except Exception:
-            if shaking:
+        nonlocal failed
+        async with handshakes:
+            ws = None
+            try:
+                ws = await wire_ws.connect_websocket(ws_urls[index % len(ws_urls)])
+                await ws.send_text(json.dumps({"type": "hello", "token": token, "since": None}))
+                with trio.fail_after(wire.TIMEOUT):
+                    await ws.receive()
+            except wire.NETWORK_ERRORS:
+                if ws is not None:
+                    ws.close()
                 failed += 1
-        finally:
-            if shaking:
-                handshakes.release()
+                return
+            group.add(ws)
+
+    def on_message(ws: wire_ws.WebSocket, message: str | bytes) -> None:
+        if isinstance(message, str) and '"ping"' in message:
+            ws.send_text_nowait('{"type":"pong"}')
 
     async with trio.open_nursery() as nursery:
-        for index, token in enumerate(tokens):
-            nursery.start_soon(one, index, token)
-        while opened + failed < len(tokens):
-            await trio.sleep(0.1)
-        ready.put((opened, failed))
+        nursery.start_soon(group.serve, on_message)
+        async with trio.open_nursery() as connecting:
+            for index, token in enumerate(tokens):
+                connecting.start_soon(one, index, token)
+        ready.put((len(group) + group.closed, failed))
         await trio.to_thread.run_sync(release.wait)
         nursery.cancel_scope.cancel()
+    group.close()
 
 
 def _process_main(ws_urls: list[str], tokens: list[str], ready: Any, release: Any, parallel: int) -> None:

@@ -14,30 +14,45 @@ instance, so most deliveries cross instances through Redis. Prints JSON.
 
 Without ``--urls`` it starts PostgreSQL (fsync on), Redis and 3 instances. Users are seeded
 straight into the database (``seed.py``) unless ``--register`` asks for the API.
+
+The load generator must not be the bottleneck: it runs as worker processes
+(``fanout_worker.py``) on the lean clients of ``wire.py``: ``--procs`` receivers hold the
+devices and time the deliveries, ``--writer-procs`` writers send the writes on an open-loop
+schedule. This process only coordinates, and reports per level the CPU of all of them
+(``load_generator_cpu_share``, in cores) and of the server instances whose pids it knows.
+A write's send time travels in its title (CLOCK_MONOTONIC is system-wide), so no process
+needs another's state to compute a latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import time
-from contextlib import AsyncExitStack
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402
+from fanout_worker import JsonLines  # noqa: E402
 from local_cluster import local_cluster  # noqa: E402
 from seed import seed_users  # noqa: E402
 
 P99_TARGET_MS = 50.0
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fanout_worker.py")
+DRAIN_SECONDS = 10.0  # after the last write: how long deliveries may still arrive
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -47,106 +62,156 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class Run:
-    """What one load level measured."""
-
-    def __init__(self) -> None:
-        self.sent_at: dict[str, float] = {}  # todo title → monotonic send time
-        self.latencies: list[float] = []
-        self.write_errors = 0
-
-
-class Devices:
-    def __init__(self) -> None:
-        self.run = Run()
-        self.connected = 0
-
-    async def device(self, ws_url: str, token: str, *, task_status: Any) -> None:
-        async with open_websocket_url(ws_url, max_message_size=2**20) as ws:
-            await ws.send_message(json.dumps({"type": "hello", "token": token, "since": None}))
-            await ws.get_message()  # welcome
-            self.connected += 1
-            task_status.started()
-            try:
-                while True:
-                    frame = json.loads(await ws.get_message())
-                    if frame["type"] == "change" and frame["op"] == "upsert":
-                        sent = self.run.sent_at.get(frame["todo"]["title"])
-                        if sent is not None:
-                            self.run.latencies.append(time.monotonic() - sent)
-                    elif frame["type"] == "ping":
-                        await ws.send_message('{"type":"pong"}')
-            except ConnectionClosed:
-                pass
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far (/proc/<pid>/stat), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
 
 
-async def register_users(client: httpx.AsyncClient, urls: list[str], users: int, devices: int) -> list[list[str]]:
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Worker:
+    """One ``fanout_worker.py`` process and its JSON-lines pipe."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.pid = process.pid
+        assert process.stdout is not None and process.stdin is not None
+        self.lines = JsonLines(process.stdout, process.stdin)
+
+    async def read(self) -> Any:
+        reply = await self.lines.read()
+        if reply is None:
+            raise RuntimeError(f"load-generator process {self.pid} exited ({self.process.returncode})")
+        return reply
+
+    async def ask(self, command: dict[str, Any]) -> Any:
+        await self.lines.write(command)
+        return await self.read()
+
+
+async def ask_all(workers: list[Worker], command: dict[str, Any] | None) -> list[Any]:
+    """Every worker's answer to ``command`` (or its next line, for None), concurrently."""
+    answers: list[Any] = [None] * len(workers)
+
+    async def one(index: int) -> None:
+        worker = workers[index]
+        answers[index] = await (worker.read() if command is None else worker.ask(command))
+
+    async with trio.open_nursery() as nursery:
+        for index in range(len(workers)):
+            nursery.start_soon(one, index)
+    return answers
+
+
+@asynccontextmanager
+async def start_workers(role: str, setups: list[dict[str, Any]]) -> AsyncIterator[list[Worker]]:
+    """One worker process per setup, each sent its setup; stopped (or killed) on exit."""
+    workers: list[Worker] = []
+    try:
+        for setup in setups:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, WORKER, role], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            workers.append(Worker(process))
+            await workers[-1].lines.write(setup)
+        yield workers
+    finally:
+        with trio.CancelScope(shield=True):
+            for worker in workers:
+                with trio.move_on_after(2):
+                    try:
+                        await worker.lines.write({"cmd": "stop"})
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+            for worker in workers:
+                with trio.move_on_after(5):
+                    await worker.process.wait()
+                if worker.process.returncode is None:
+                    worker.process.kill()
+                    await worker.process.wait()
+
+
+async def register_users(urls: list[str], users: int, devices: int) -> list[list[str]]:
     tokens: list[list[str]] = [[] for _ in range(users)]
+    pools = [wire.HTTPPool(url, max_connections=12) for url in urls]
     limiter = trio.CapacityLimiter(12)
+
+    async def post(pool: wire.HTTPPool, path: bytes, body: dict[str, Any]) -> Any:
+        data = json.dumps(body).encode()
+        head = b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        status, reply = await pool.request(lambda: head % (path, pool.host_header, len(data)) + data)
+        if not 200 <= status < 300:
+            raise RuntimeError(f"{path.decode()}: HTTP {status}: {reply[:200]!r}")
+        return json.loads(reply)
 
     async def one(index: int) -> None:
         async with limiter:
             email, password = f"bench-{random.getrandbits(64):x}@example.com", "benchmark password"
-            r = await client.post(f"{urls[index % len(urls)]}/api/auth/register",
-                                  json={"email": email, "password": password, "device": "d0"})
-            r.raise_for_status()
-            tokens[index].append(r.json()["token"])
+            reply = await post(pools[index % len(pools)], b"/api/auth/register",
+                               {"email": email, "password": password, "device": "d0"})
+            tokens[index].append(reply["token"])
             for d in range(1, devices):
-                r = await client.post(f"{urls[(index + d) % len(urls)]}/api/auth/login",
-                                      json={"email": email, "password": password, "device": f"d{d}"})
-                r.raise_for_status()
-                tokens[index].append(r.json()["token"])
+                reply = await post(pools[(index + d) % len(pools)], b"/api/auth/login",
+                                   {"email": email, "password": password, "device": f"d{d}"})
+                tokens[index].append(reply["token"])
 
     async with trio.open_nursery() as nursery:
         for index in range(users):
             nursery.start_soon(one, index)
+    for pool in pools:
+        pool.close()
     return tokens
 
 
-async def load_level(client: httpx.AsyncClient, urls: list[str], tokens: list[list[str]], devices: Devices,
-                     rate: float, seconds: float, level: int) -> dict[str, Any]:
-    run = devices.run = Run()
+async def load_level(writers: list[Worker], receivers: list[Worker], server_pids: list[int],
+                     rate: float, seconds: float, level: int, per_write: int) -> dict[str, Any]:
     writes = int(rate * seconds)
-    in_flight = trio.CapacityLimiter(256)
-    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-
-    async def write(index: int) -> None:
-        title = f"L{level}-{index}"
-        headers = {"Authorization": f"Bearer {random.choice(tokens)[0]}"}
-        async with in_flight:
-            run.sent_at[title] = time.monotonic()
-            try:
-                r = await client.post(f"{random.choice(urls)}/api/todos", json={"title": title}, headers=headers)
-                if r.status_code != 201:
-                    run.write_errors += 1
-            except httpx.HTTPError:
-                run.write_errors += 1
-
-    started = time.monotonic()
-    async with trio.open_nursery() as writers:
-        for index in range(writes):
-            delay = started + index / rate - time.monotonic()
-            if delay > 0:
-                await trio.sleep(delay)
-            writers.start_soon(write, index)
-    write_seconds = time.monotonic() - started
-    per_write = len(tokens[0])
-    expected = (writes - run.write_errors) * per_write
-    with trio.move_on_after(10):
-        while len(run.latencies) < expected:
+    workers = writers + receivers
+    cpu_before = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
+    servers_before = [cpu_seconds(pid) for pid in server_pids]
+    began_ns = time.monotonic_ns()
+    start_ns = began_ns + 200_000_000  # the writers' common start, once they all have the command
+    results = await ask_all(writers, {"cmd": "level", "level": level, "rate": rate, "writes": writes,
+                                      "start_ns": start_ns})
+    write_seconds = max(1e-9, (max(r["finished_ns"] for r in results) - start_ns) / 1e9)
+    errors: Counter[str] = Counter()
+    for result in results:
+        errors.update(result["errors"])
+    write_errors = sum(errors.values())
+    expected = (writes - write_errors) * per_write
+    delivered, still_open = 0, None
+    with trio.move_on_after(DRAIN_SECONDS):
+        while True:
+            counts = await ask_all(receivers, {"cmd": "count", "level": level})
+            delivered = sum(c["delivered"] for c in counts)
+            still_open = sum(c["open"] for c in counts)
+            if delivered >= expected:
+                break
             await trio.sleep(0.05)
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
-    lat_ms = [x * 1000 for x in run.latencies]
-    delivered = len(lat_ms)
+    elapsed = (time.monotonic_ns() - began_ns) / 1e9
+    cpu_after = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
+    servers_after = [cpu_seconds(pid) for pid in server_pids]
+    per_process = [(a - b) / elapsed if a is not None and b is not None else 0.0
+                   for a, b in zip(cpu_after, cpu_before)]
+    cpu = sum(per_process) * elapsed
+    lat_ms = [x for reply in await ask_all(receivers, {"cmd": "collect", "level": level})
+              for x in reply["latencies_ms"]]
     return {
         "rate": rate,
         "achieved_write_rate": round(writes / write_seconds, 1),
         "writes": writes,
-        "write_errors": run.write_errors,
+        "write_errors": write_errors,
+        "write_error_kinds": dict(errors),
         "expected_deliveries": writes * per_write,
-        "delivered": delivered,
-        "delivered_ratio": round(delivered / (writes * per_write), 5) if writes else None,
+        "delivered": len(lat_ms),
+        "delivered_ratio": round(len(lat_ms) / (writes * per_write), 5) if writes else None,
         "latency_ms": {
             "p50": round(percentile(lat_ms, 0.50), 2),
             "p90": round(percentile(lat_ms, 0.90), 2),
@@ -154,7 +219,19 @@ async def load_level(client: httpx.AsyncClient, urls: list[str], tokens: list[li
             "max": round(max(lat_ms), 2) if lat_ms else None,
             "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
         },
-        "load_generator_cpu_share": round(cpu / write_seconds, 2),
+        "devices_connected_at_end": still_open,
+        # cores, over the level (writes and the wait for their deliveries): every generator process
+        "load_generator_cpu_share": round(cpu / elapsed, 3),
+        "load_generator_cpu_share_max_process": round(max(per_process), 3),
+        "load_generator_cpu_ms_per_write": round(cpu * 1000 / writes, 4) if writes else None,
+        "load_generator_cpu_share_by_role": {
+            "writers": round(sum(per_process[:len(writers)]), 3),
+            "receivers": round(sum(per_process[len(writers):len(workers)]), 3),
+            "coordinator": round(per_process[-1], 3),
+        },
+        "server_cpu_share": [round((a - b) / elapsed, 3) if a is not None and b is not None else None
+                             for a, b in zip(servers_after, servers_before)],
+        "level_seconds": round(elapsed, 2),
         "_latencies_ms": lat_ms,
     }
 
@@ -194,31 +271,44 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         if args.urls:
             urls, database_url, secret = args.urls.split(","), args.database_url, args.secret
+            server_pids = [int(p) for p in args.pids.split(",")] if args.pids else []
         else:
             cluster = await stack.enter_async_context(local_cluster(3))
             urls, database_url, secret = cluster.urls, cluster.database_url, cluster.secret
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        client = await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=30))
+            server_pids = cluster.pids
         setup_started = time.monotonic()
         if args.register or not (database_url and secret):
-            tokens = await register_users(client, urls, args.users, args.devices)
+            tokens = await register_users(urls, args.users, args.devices)
         else:
             tokens = await seed_users(database_url, secret, args.users, args.devices)
-        devices = Devices()
+        ws_urls = [u.replace("http://", "ws://") + "/ws" for u in (args.ws_urls or ",".join(urls)).split(",")]
+        devices = [((u + d) % len(ws_urls), token) for u, user_tokens in enumerate(tokens)
+                   for d, token in enumerate(user_tokens)]
+        procs = max(1, min(args.procs, len(devices)))
+        receivers = await stack.enter_async_context(start_workers("receiver", [
+            {"ws_urls": ws_urls, "devices": devices[i::procs], "parallel": args.parallel} for i in range(procs)
+        ]))
+        writer_procs = max(1, args.writer_procs)
+        writers = await stack.enter_async_context(start_workers("writer", [
+            {"urls": urls, "tokens": [user_tokens[0] for user_tokens in tokens], "index": i, "of": writer_procs,
+             "in_flight": math.ceil(args.in_flight / writer_procs), "max_connections": args.max_connections}
+            for i in range(writer_procs)
+        ]))
+        opened = await ask_all(receivers, None)
+        await ask_all(writers, None)
+        connected = sum(r["opened"] for r in opened)
+        failed = sum(r["failed"] for r in opened)
+        setup_seconds = time.monotonic() - setup_started
+        await trio.sleep(1)
         levels = []
-        async with trio.open_nursery() as nursery:
-            ws_urls = [(args.ws_urls or args.urls or ",".join(urls)).split(",")][0]
-            ws_urls = [u.replace("http://", "ws://").replace("https://", "wss://") + "/ws" for u in ws_urls]
-            for u, user_tokens in enumerate(tokens):
-                for d, token in enumerate(user_tokens):
-                    await nursery.start(devices.device, ws_urls[(u + d) % len(ws_urls)], token)
-            setup_seconds = time.monotonic() - setup_started
-            await trio.sleep(1)
-            for index, rate in enumerate(rates):
-                levels.append(await load_level(client, urls, tokens, devices, rate, args.seconds, index))
-            nursery.cancel_scope.cancel()
+        for index, rate in enumerate(rates):
+            levels.append(await load_level(writers, receivers, server_pids, rate, args.seconds, index,
+                                           args.devices))
     if args.plot:
-        plot(levels, args.plot)
+        try:
+            plot(levels, args.plot)
+        except ImportError as error:  # the figures are worth more than the picture
+            print(f"no plot: {error}", file=sys.stderr)
     passing = [lv["rate"] for lv in levels
                if lv["latency_ms"]["p99"] < P99_TARGET_MS and lv["delivered_ratio"] == 1.0 and not lv["write_errors"]]
     for level in levels:
@@ -228,7 +318,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "users": args.users,
         "devices": args.devices,
         "seconds_per_level": args.seconds,
-        "connections": devices.connected,
+        "connections": connected,
+        "connections_failed": failed,
+        "load_generator_processes": {"receivers": procs, "writers": writer_procs},
         "setup_seconds": round(setup_seconds, 1),
         "levels": levels,
         "capacity_writes_per_s": max(passing) if passing else None,
@@ -239,6 +331,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--urls", help="comma-separated base URLs for writes (default: start a local cluster)")
     parser.add_argument("--ws-urls", help="comma-separated base URLs for devices (default: --urls)")
+    parser.add_argument("--pids", help="with --urls: the instances' pids, to report their CPU")
     parser.add_argument("--database-url", help="with --urls: seed users straight into this database")
     parser.add_argument("--secret", help="with --urls: the deployment's NURSERY_SECRET_KEY, to sign tokens")
     parser.add_argument("--register", action="store_true", help="register users through the API instead")
@@ -247,4 +340,10 @@ if __name__ == "__main__":
     parser.add_argument("--rates", default="200", help="writes/s, comma-separated load levels")
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of each level")
     parser.add_argument("--plot", help="write a PNG: latency CDF per level, p50/p99 vs load")
+    parser.add_argument("--procs", type=int, default=2, help="receiver processes (they share the devices)")
+    parser.add_argument("--writer-procs", type=int, default=1, help="writer processes (they share the writes)")
+    parser.add_argument("--in-flight", type=int, default=256, help="bound on writes in flight (all writers)")
+    parser.add_argument("--max-connections", type=int, default=64,
+                        help="keep-alive connections per instance per writer process")
+    parser.add_argument("--parallel", type=int, default=64, help="websocket handshakes at once per receiver")
     print(json.dumps(trio.run(main, parser.parse_args()), indent=2))
