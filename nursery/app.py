@@ -30,6 +30,7 @@ from nursery.errors import StoreUnavailable
 from nursery.metrics import Metrics
 from nursery.pubsub import open_broker, open_rate_limiter
 from nursery.pubsub.broker import Broker, Presence
+from nursery.pubsub.local_first import LocalFirstLimiter
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
 from nursery.service.activity import Activity
@@ -63,6 +64,7 @@ class Services:
     accounts: Accounts
     todos: Todos
     limits: Limits
+    write_limiter: LocalFirstLimiter
     metrics: Metrics
     audit: Audit
     audit_store: AuditStore
@@ -89,6 +91,7 @@ async def open_services(
         open_rate_limiter(settings) as limiter,
     ):
         notifier = Notifier(broker)
+        write_limiter = LocalFirstLimiter(limiter)
         limits = Limits(
             limiter,
             login_per_account=settings.login_rate_per_account,
@@ -96,6 +99,7 @@ async def open_services(
             register_per_client=settings.register_rate_per_client,
             writes_per_user=settings.write_rate_per_user,
             on_limited=metrics.rate_limited,
+            write_limiter=write_limiter,
         )
         tokens = TokenSigner(secret_key, settings.token_max_age)
         sessions = SessionCache(
@@ -120,6 +124,7 @@ async def open_services(
             ),
             todos=Todos(store, notifier, limits, audit=audit),
             limits=limits,
+            write_limiter=write_limiter,
             metrics=metrics,
             audit=audit,
             audit_store=audit_store,
@@ -189,6 +194,7 @@ async def run_background(
     async with trio.open_nursery() as nursery:
         await nursery.start(services.broker.subscribe, services.hub.deliver)
         await nursery.start(services.hub.keep_presence)
+        await nursery.start(services.write_limiter.run)
         nursery.start_soon(_purge_tombstones, services)
         await nursery.start(services.audit.run, services.audit_store)
         task_status.started()

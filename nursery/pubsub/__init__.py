@@ -24,6 +24,7 @@ from nursery.pubsub.memory import MemoryPresence as MemoryPresence
 from nursery.pubsub.ratelimit import MemoryRateLimiter as MemoryRateLimiter
 from nursery.pubsub.ratelimit import Rate as Rate
 from nursery.pubsub.ratelimit import RateLimiter as RateLimiter
+from nursery.pubsub.ratelimit import SharedRateLimiter as SharedRateLimiter
 from nursery.pubsub.ratelimit import Verdict as Verdict
 
 REDIS_SCHEMES = ("redis", "rediss")
@@ -72,7 +73,7 @@ def _check_scheme(url: str) -> None:
 
 
 @asynccontextmanager
-async def open_rate_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
+async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimiter]:
     """Shared counters in Redis when ``settings.redis_url`` is set, else in this process."""
     if not settings.redis_url:
         memory = MemoryRateLimiter()

@@ -7,6 +7,7 @@ is allowed when, after adding one emission interval ``per / count``, the TAT is 
 
 Backends: ``MemoryRateLimiter`` (one process) here; ``RedisRateLimiter`` in
 ``redis_limits.py`` (one Lua script per hit, Redis's own clock, so every instance agrees).
+Both also take hits in bulk (``charge``) for ``local_first.LocalFirstLimiter``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ class RateLimiter(Protocol):
         ``BrokerUnavailable`` when the shared counters cannot be reached."""
 
 
+Hits = dict[str, tuple[int, Rate]]  # key → (hits already let through, its rate)
+
+
+class SharedCounters(Protocol):
+    async def charge(self, hits: Hits) -> dict[str, float]:
+        """Add hits that were already let through (they are counted even past the limit);
+        answer, per key, how long until it would allow a hit again (0: it would now).
+        Raises ``BrokerUnavailable`` when the shared counters cannot be reached."""
+
+
+class SharedRateLimiter(RateLimiter, SharedCounters, Protocol):
+    """What ``open_rate_limiter`` gives: hits one at a time and in bulk."""
+
+
+def charge_tat(tat: float | None, now: float, hits: int, rate: Rate) -> tuple[float, float]:
+    """GCRA for hits already let through: (the new TAT, seconds until a hit is allowed)."""
+    new_tat = max(tat or now, now) + hits * rate.interval
+    return new_tat, max(0.0, new_tat - now - rate.per)
+
+
 def gcra(tat: float | None, now: float, rate: Rate) -> tuple[Verdict, float | None]:
     """One GCRA step: (verdict, the new TAT to store or None to keep the old one)."""
     new_tat = max(tat or now, now) + rate.interval
@@ -68,6 +89,14 @@ class MemoryRateLimiter:
         if new_tat is not None:
             self._tats[key] = new_tat
         return verdict
+
+    async def charge(self, hits: Hits) -> dict[str, float]:
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        over = {}
+        for key, (count, rate) in hits.items():
+            self._tats[key], over[key] = charge_tat(self._tats.get(key), now, count, rate)
+        return over
 
     async def aclose(self) -> None:
         self._tats.clear()

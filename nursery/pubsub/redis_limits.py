@@ -6,7 +6,7 @@ limit. Keys expire when their TAT passes. See ``ratelimit.py`` for the algorithm
 
 from __future__ import annotations
 
-from nursery.pubsub.ratelimit import Rate, Verdict
+from nursery.pubsub.ratelimit import Hits, Rate, Verdict
 from nursery.pubsub.redis import _aclose_client, _call, _command_client, _require_loop, describe
 
 KEY = "nursery:rate:{key}"
@@ -30,6 +30,28 @@ return {1, 0}
 """
 
 
+# Hits already let through, for many keys at once: KEYS[i] the counter; ARGV[3i-2..3i] its
+# hits, interval (µs) and per (µs). Returns, per key, µs until a hit would be allowed.
+_CHARGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local hits = tonumber(ARGV[3 * i - 2])
+  local interval = tonumber(ARGV[3 * i - 1])
+  local per = tonumber(ARGV[3 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  tat = tat + hits * interval
+  local ahead = tat - now
+  redis.call('SET', key, tat, 'PX', math.ceil(ahead / 1000) + 1)
+  out[i] = math.max(0, ahead - per)
+end
+return out
+"""
+CHARGE_BATCH = 500  # keys per script call
+
+
 class RedisRateLimiter:
     def __init__(self, url: str, timeout: float, *, max_connections: int = 16) -> None:
         _require_loop()
@@ -37,6 +59,7 @@ class RedisRateLimiter:
         self.timeout = timeout
         self._client = _command_client(url, timeout, max_connections)
         self._script = self._client.register_script(_GCRA)
+        self._charge = self._client.register_script(_CHARGE)
 
     async def hit(self, key: str, rate: Rate) -> Verdict:
         allowed, retry_us = await _call(
@@ -47,6 +70,22 @@ class RedisRateLimiter:
             [round(rate.interval * 1e6), round(rate.per * 1e6)],
         )
         return Verdict(bool(allowed), int(retry_us) / 1e6)
+
+    async def charge(self, hits: Hits) -> dict[str, float]:
+        over: dict[str, float] = {}
+        keys = list(hits)
+        for start in range(0, len(keys), CHARGE_BATCH):
+            chunk = keys[start:start + CHARGE_BATCH]
+            args: list[int] = []
+            for key in chunk:
+                count, rate = hits[key]
+                args += [count, round(rate.interval * 1e6), round(rate.per * 1e6)]
+            waits = await _call(
+                self.timeout, "rate limit charge", self._charge,
+                [KEY.format(key=key) for key in chunk], args,
+            )
+            over.update((key, int(wait_us) / 1e6) for key, wait_us in zip(chunk, waits, strict=True))
+        return over
 
     async def aclose(self) -> None:
         await _aclose_client(self._client, self.timeout)

@@ -5,9 +5,14 @@ bursts included). Keys: login per account and per client address (brute force), 
 client address, writes per user. Websocket messages per connection are limited in
 ``service.sync`` (no shared counter needed for one connection).
 
+Writes are the hot path: with a ``write_limiter`` (``pubsub.local_first``) they are checked in
+this process and shared with the other instances in batches, so a user may exceed the limit
+across instances by what each lets through in about 50 ms. Logins and registrations always
+ask the shared counters.
+
 When the shared counters (Redis) are unreachable: logins and registrations are refused with
-503 (the brute-force guard must not vanish with Redis); writes go through (fail open) and
-every such pass is logged and counted.
+503 (the brute-force guard must not vanish with Redis); writes go through (fail open: only
+the local limit holds) and every such pass is logged and counted.
 """
 
 from __future__ import annotations
@@ -42,14 +47,21 @@ class Limits:
         register_per_client: str,
         writes_per_user: str,
         on_limited: Callable[[str], None] = lambda kind: None,
+        write_limiter: RateLimiter | None = None,
     ) -> None:
         self._limiter = limiter
+        self._write_limiter = write_limiter or limiter
         self._login_account = parse_rate(login_per_account)
         self._login_client = parse_rate(login_per_client)
         self._register_client = parse_rate(register_per_client)
         self._writes = parse_rate(writes_per_user)
         self._on_limited = on_limited
-        self.failed_open = 0
+        self._failed_open = 0
+
+    @property
+    def failed_open(self) -> int:
+        """Writes let through without the shared counters."""
+        return self._failed_open + getattr(self._write_limiter, "failed_open", 0)
 
     async def login(self, email: str, client: str) -> None:
         await self._check("login", f"login:client:{client}", self._login_client, fail_open=False)
@@ -59,15 +71,20 @@ class Limits:
         await self._check("register", f"register:client:{client}", self._register_client, fail_open=False)
 
     async def write(self, user_id: str) -> None:
-        await self._check("write", f"write:user:{user_id}", self._writes, fail_open=True)
+        await self._check(
+            "write", f"write:user:{user_id}", self._writes, fail_open=True,
+            limiter=self._write_limiter,
+        )
 
-    async def _check(self, kind: str, key: str, rate: Rate, *, fail_open: bool) -> None:
+    async def _check(
+        self, kind: str, key: str, rate: Rate, *, fail_open: bool, limiter: RateLimiter | None = None
+    ) -> None:
         try:
-            verdict = await self._limiter.hit(key, rate)
+            verdict = await (limiter or self._limiter).hit(key, rate)
         except BrokerUnavailable as exc:
             if not fail_open:
                 raise Unavailable("rate limits cannot be checked right now") from exc
-            self.failed_open += 1
+            self._failed_open += 1
             log.error("rate limit %s not checked (failing open): %s", kind, exc)
             return
         if not verdict.allowed:

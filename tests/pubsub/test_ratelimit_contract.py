@@ -13,14 +13,14 @@ import trio_asyncio
 
 from nursery.config import Settings
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import MemoryRateLimiter, Rate, RateLimiter, open_rate_limiter
+from nursery.pubsub import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
 from nursery.pubsub.ratelimit import gcra
 
-OpenLimiters = Callable[[int], AsyncContextManager[list[RateLimiter]]]
+OpenLimiters = Callable[[int], AsyncContextManager[list[SharedRateLimiter]]]
 
 
 @asynccontextmanager
-async def _memory(n: int) -> AsyncIterator[list[RateLimiter]]:
+async def _memory(n: int) -> AsyncIterator[list[SharedRateLimiter]]:
     async with open_rate_limiter(Settings()) as limiter:
         assert isinstance(limiter, MemoryRateLimiter)
         yield [limiter] * n  # one process: every "instance" shares it
@@ -28,7 +28,7 @@ async def _memory(n: int) -> AsyncIterator[list[RateLimiter]]:
 
 def _redis(url: str) -> OpenLimiters:
     @asynccontextmanager
-    async def open_limiters(n: int) -> AsyncIterator[list[RateLimiter]]:
+    async def open_limiters(n: int) -> AsyncIterator[list[SharedRateLimiter]]:
         async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
             settings = Settings(redis_url=url, broker_timeout=2.0)
             yield [await stack.enter_async_context(open_rate_limiter(settings)) for _ in range(n)]
@@ -64,6 +64,18 @@ async def test_capacity_returns_after_the_interval(limiters: OpenLimiters) -> No
             assert not refused.allowed
             await trio.sleep(refused.retry_after + 0.05)
             assert (await b.hit("k", rate)).allowed
+
+
+async def test_charged_hits_count_past_the_limit_and_say_how_long_to_wait(limiters: OpenLimiters) -> None:
+    with trio.fail_after(10):
+        async with limiters(2) as (a, b):
+            rate = Rate(4, 60)  # one hit per 15 s
+            assert await a.charge({"w:u1": (3, rate), "w:u2": (1, rate)}) == {"w:u1": 0.0, "w:u2": 0.0}
+            waits = await b.charge({"w:u1": (3, rate)})  # 6 let through: 2 past the limit
+            assert waits["w:u1"] == pytest.approx(30, abs=0.5)
+            refused = await b.hit("w:u1", rate)  # the shared counter is the same one
+            assert not refused.allowed and refused.retry_after == pytest.approx(45, abs=0.5)
+            assert (await a.hit("w:u2", rate)).allowed
 
 
 def test_gcra_steps() -> None:
