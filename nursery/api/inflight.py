@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 from quart import Quart, Response
+from quart.wrappers.base import ClientDisconnectedError
 
 
 class InFlight:
@@ -47,6 +48,10 @@ def track_in_flight(app: Quart, in_flight: InFlight, draining: Callable[[], bool
         in_flight.begin()
         try:
             await inner(scope, receive, _finishing_shielded(send) if scope["type"] == "http" else send)
+        except* ClientDisconnectedError:
+            # The client (or the proxy's timed-out health check) left before its answer:
+            # Quart-Trio raises this from a nursery, Hypercorn would log it as an app error.
+            pass
         finally:
             in_flight.end()
 
