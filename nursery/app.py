@@ -114,7 +114,8 @@ async def open_services(
             broker=broker,
             presence=presence,
             hub=Hub(
-                broker, presence, presence_ttl=settings.presence_ttl, revocations=sessions
+                broker, presence, presence_ttl=settings.presence_ttl, revocations=sessions,
+                setup_concurrency=settings.ws_setup_concurrency,
             ),
             notifier=notifier,
             accounts=Accounts(

@@ -68,6 +68,13 @@ class Settings:
     ws_ping_timeout: float = field(
         default=20.0, metadata=_doc("silence after a ping that closes a websocket")
     )
+    ws_setup_concurrency: int = field(
+        default=16,
+        metadata=_doc(
+            "connections set up at once (auth, backlog); a reconnect storm queues, then gets "
+            "1013 after 10 s"
+        ),
+    )
     presence_ttl: float = field(
         default=15.0, metadata=_doc("a crashed instance's devices drop from presence after this")
     )

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import trio
 
-from nursery.errors import BrokerUnavailable
+from nursery.errors import BrokerUnavailable, Unavailable
 from nursery.pubsub import events
 from nursery.pubsub.broker import Broker, Delivery, Message, Presence, Resubscribed
 from nursery.pubsub.protocol import UNAUTHENTICATED
@@ -63,6 +63,24 @@ class RevocationListener(Protocol):
         """Revocations may have been missed."""
 
 
+class SetupSlot:
+    """One of the hub's places for a connection being set up; ``release`` once it is live
+    (or gone). Releasing twice is fine."""
+
+    def __init__(self, limiter: trio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._held = False
+
+    async def _acquire(self) -> None:
+        await self._limiter.acquire_on_behalf_of(self)
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._limiter.release_on_behalf_of(self)
+
+
 class Hub:
     announce_timeout = 2.0  # a goodbye that cannot reach the broker is given up (TTL heals it)
 
@@ -73,9 +91,13 @@ class Hub:
         *,
         presence_ttl: float,
         revocations: RevocationListener | None = None,
+        setup_concurrency: int = 16,
+        setup_timeout: float = 10.0,
     ) -> None:
         self._broker = broker
         self._revocations = revocations
+        self._setups = trio.CapacityLimiter(setup_concurrency)
+        self._setup_timeout = setup_timeout
         self._presence = presence
         self._ttl = presence_ttl
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
@@ -87,6 +109,18 @@ class Hub:
         self.received = 0
 
     # -- membership ---------------------------------------------------------------------------
+
+    async def admit(self) -> SetupSlot:
+        """A place to set a connection up (authenticate, announce, read the backlog), at most
+        ``setup_concurrency`` at once: a reconnect storm (an instance restarted, thousands of
+        devices come over) then waits here instead of swamping the event loop, which would
+        starve live deliveries, the broker subscription's pings and the health checks.
+        Raises ``Unavailable`` (try again later) when no place frees up in ``setup_timeout``."""
+        slot = SetupSlot(self._setups)
+        with trio.move_on_after(self._setup_timeout):
+            await slot._acquire()
+            return slot
+        raise Unavailable("this instance is busy setting up other connections, try again")
 
     def attach(self, subscriber: Subscriber) -> None:
         self._subscribers[subscriber.user_id].add(subscriber)

@@ -70,10 +70,16 @@ class Feed:
     """A hub subscriber for one principal. Create with ``open_feed``."""
 
     def __init__(
-        self, who: Principal, read_changes: ReadChanges, on_close: OnClose, queue_size: int
+        self,
+        who: Principal,
+        read_changes: ReadChanges,
+        on_close: OnClose,
+        queue_size: int,
+        on_live: Callable[[], None] = lambda: None,
     ) -> None:
         self.user_id, self.session_id = who.user_id, who.session_id
         self._who = who
+        self._on_live = on_live
         self._read_changes = read_changes
         self._on_close = on_close
         self._inbox_in, self._inbox = trio.open_memory_channel[Item](queue_size)
@@ -103,6 +109,7 @@ class Feed:
             last = head.rev
         else:
             last = await self._catch_up(since, emit)
+        self._on_live()
         async for item in self._inbox:
             match item:
                 case events.TodoChanged(change=change):
@@ -141,13 +148,17 @@ async def open_feed(
     *,
     queue_size: int,
 ) -> AsyncIterator[Feed]:
-    """A feed attached to the hub and announced in presence for the block's duration."""
-    feed = Feed(who, read_changes, on_close, queue_size)
+    """A feed attached to the hub and announced in presence for the block's duration.
+
+    Holds one of the hub's setup places (``Hub.admit``) until ``run`` has caught up."""
+    slot = await hub.admit()
+    feed = Feed(who, read_changes, on_close, queue_size, on_live=slot.release)
     hub.attach(feed)
     try:
         await hub.announce(who.user_id, who.session_id, connected=True)
         yield feed
     finally:
+        slot.release()
         hub.detach(feed)
         with trio.CancelScope(shield=True), trio.move_on_after(hub.announce_timeout):
             await hub.announce(who.user_id, who.session_id, connected=False)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import trio
 
-from nursery.errors import StoreUnavailable, Unauthenticated
+from nursery.errors import StoreUnavailable, Unauthenticated, Unavailable
 from nursery.models import Change
 from nursery.pubsub import protocol
 from nursery.pubsub.hub import Hub
@@ -138,6 +138,8 @@ class SyncSession:
             self.close(protocol.UNAUTHENTICATED, exc.message)
         except StoreUnavailable:
             self.close(TRY_AGAIN_LATER, "the database is unavailable, try again")
+        except Unavailable as exc:
+            self.close(TRY_AGAIN_LATER, exc.message)
 
     async def _serve(self) -> None:
         hello = await self._receive_hello()

@@ -313,3 +313,50 @@ def _resubscribed() -> Any:
 
     assert Refill  # the hub turns this into a Refill for every session
     return Resubscribed()
+
+
+class SlowLog(ChangeLog):
+    """A store whose reads wait for ``gate`` (a busy database during a reconnect storm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+        self.reading = 0
+
+    async def read(self, who: Principal, since: int, limit: int) -> ChangeBatch:
+        self.reading += 1
+        await self.gate.wait()
+        return await super().read(who, since, limit)
+
+
+async def test_connections_are_set_up_a_few_at_a_time(autojump_clock: Any) -> None:
+    hub = Hub(MemoryBroker(), MemoryPresence(), presence_ttl=15, setup_concurrency=2, setup_timeout=10)
+    log = SlowLog()
+    transports = [FakeTransport() for _ in range(5)]
+    async with trio.open_nursery() as nursery:
+        for transport in transports:
+            await transport.client_sends({"type": "hello", "token": "good", "since": None})
+            nursery.start_soon(session(transport, hub, log).run)
+        await trio.sleep(1)
+        assert log.reading == 2  # the others wait for a place, not for the database
+        log.gate.set()
+        await wait_until(lambda: all(t.of_type("welcome") for t in transports))
+        await hub.admit()  # every place was given back once its feed was live
+        await hub.admit()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_that_waits_too_long_to_be_set_up_is_told_to_retry(
+    autojump_clock: Any,
+) -> None:
+    hub = Hub(MemoryBroker(), MemoryPresence(), presence_ttl=15, setup_concurrency=1, setup_timeout=10)
+    log = SlowLog()  # never answers: the first connection holds the only place
+    first, second = FakeTransport(), FakeTransport()
+    async with trio.open_nursery() as nursery:
+        for transport in (first, second):
+            await transport.client_sends({"type": "hello", "token": "good", "since": None})
+            nursery.start_soon(session(transport, hub, log).run)
+        await wait_until(lambda: second.closed is not None)
+        assert second.closed is not None and second.closed[0] == 1013
+        assert trio.current_time() == pytest.approx(10, abs=0.1)
+        nursery.cancel_scope.cancel()

@@ -37,7 +37,7 @@ from typing import Any, cast
 import trio
 from graphql import ExecutionResult, OperationType
 
-from nursery.errors import RateLimited, StoreUnavailable, Unauthenticated
+from nursery.errors import RateLimited, StoreUnavailable, Unauthenticated, Unavailable
 from nursery.pubsub.hub import Hub
 from nursery.pubsub.ratelimit import Rate, gcra
 from nursery.service.accounts import Accounts, Principal
@@ -128,6 +128,8 @@ class GraphQLWsSession:
             self.close(first.code, first.reason)
         except* StoreUnavailable:
             self.close(TRY_AGAIN_LATER, "the database is unavailable, try again")
+        except* Unavailable as group:  # e.g. too many connections being set up at once
+            self.close(TRY_AGAIN_LATER, cast(Unavailable, group.exceptions[0]).message)
         except* Exception as group:
             log.error("graphql websocket failed", exc_info=group)
             self.close(protocol.INTERNAL_ERROR, "internal server error")
