@@ -96,7 +96,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         users = max(1, args.connections // 3)
         tokens = [t for user in await seed_users(database_url, secret, users, 3) for t in user][: args.connections]
         await trio.sleep(2)
-        before = {pid: rss_kib(pid) for pid in pids}
+        proxy = [args.proxy_pid] if args.proxy_pid else []
+        before = {pid: rss_kib(pid) for pid in pids + proxy}
         ctx = multiprocessing.get_context("spawn")
         ready, release = ctx.Queue(), ctx.Event()
         share = (len(tokens) + args.procs - 1) // args.procs
@@ -109,7 +110,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results = [await trio.to_thread.run_sync(ready.get) for _ in workers]
         connect_seconds = time.monotonic() - started
         await trio.sleep(args.settle)
-        after = {pid: rss_kib(pid) for pid in pids}
+        after = {pid: rss_kib(pid) for pid in pids + proxy}
         release.set()
         for worker in workers:
             await trio.to_thread.run_sync(worker.join, 30)
@@ -125,6 +126,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "server_rss_kib_before": before,
         "server_rss_kib_after": after,
         "server_rss_kib_per_connection": round(grown / opened, 2) if pids and opened else None,
+        "proxy_rss_kib_per_connection": (
+            round((after[proxy[0]] - before[proxy[0]]) / opened, 2) if proxy and opened else None
+        ),
     }
 
 
@@ -134,6 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--urls", help="instance base URLs (default: start a local cluster)")
     parser.add_argument("--via", help="base URLs the sockets connect to (default: the instances)")
     parser.add_argument("--pids", help="with --urls: the instances' pids, to read their RSS")
+    parser.add_argument("--proxy-pid", type=int, help="with --via: the proxy's pid, to read its RSS too")
     parser.add_argument("--database-url")
     parser.add_argument("--secret")
     parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
