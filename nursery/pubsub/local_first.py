@@ -15,7 +15,8 @@ So a user spread over several instances gets at most the limit, plus what each o
 instance lets through within about one period before it hears. With the shared counters
 unreachable the local limit still holds; the uncounted hits are logged and counted
 (``failed_open``). Memory: local state of keys idle longer than their ``per`` is swept; the
-hits waiting for the next charge are bounded by the keys active within one period.
+hits waiting for the next charge are bounded by the keys active within one period (and by
+``MAX_PENDING``, past which hits go uncounted and counted as ``failed_open``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PERIOD = 0.05  # seconds between charges to the shared counters
 SWEEP_EVERY = 10_000  # hits between sweeps of expired local state
+MAX_PENDING = 100_000  # keys waiting for the next charge; beyond, hits go uncounted
 
 
 class LocalFirstLimiter:
@@ -56,8 +58,12 @@ class LocalFirstLimiter:
         verdict, new_tat = gcra(self._tats.get(key), now, rate)
         if new_tat is not None:
             self._tats[key] = new_tat
-            count = self._pending[key][0] if key in self._pending else 0
-            self._pending[key] = (count + 1, rate)
+            if key in self._pending:
+                self._pending[key] = (self._pending[key][0] + 1, rate)
+            elif len(self._pending) < MAX_PENDING:
+                self._pending[key] = (1, rate)
+            else:  # the charges are not keeping up (or not running): bounded, counted
+                self.failed_open += 1
         return verdict
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:

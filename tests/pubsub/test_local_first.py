@@ -60,3 +60,11 @@ async def test_without_the_shared_counters_the_local_limit_holds_and_passes_are_
         await trio.sleep(1)
         assert limiter.failed_open == 3  # let through, never counted by the other instances
         nursery.cancel_scope.cancel()
+
+
+async def test_hits_waiting_for_a_charge_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nursery.pubsub.local_first.MAX_PENDING", 3)
+    limiter = LocalFirstLimiter(MemoryRateLimiter())  # its charging task never runs here
+    for user in range(5):
+        assert (await limiter.hit(f"u{user}", RATE)).allowed  # the local limit still decides
+    assert limiter.failed_open == 2  # two users' hits could not wait for the shared count
