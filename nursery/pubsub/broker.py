@@ -9,7 +9,7 @@ Implementations: ``memory.MemoryBroker`` (one process), ``redis.RedisBroker`` (m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
@@ -38,6 +38,9 @@ class Broker(Protocol):
     async def publish(self, payload: bytes) -> None:
         """Send to every subscriber, this process included. Raises ``BrokerUnavailable``
         when the message could not be handed over within the broker timeout."""
+
+    async def publish_many(self, payloads: Sequence[bytes]) -> None:
+        """``publish`` each, in order, in one round trip."""
 
     async def subscribe(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -8,7 +8,7 @@ presence, give each instance its own ``MemoryPresence.sibling()`` of a shared ta
 from __future__ import annotations
 
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import NoReturn
 
 import trio
@@ -58,6 +58,11 @@ class MemoryBroker:
         message = Message(bytes(payload))
         for subscriber in tuple(self._subscribers):
             subscriber.hand(message)
+
+    async def publish_many(self, payloads: Sequence[bytes]) -> None:
+        await trio.lowlevel.checkpoint()
+        for payload in payloads:
+            await self.publish(payload)
 
     async def subscribe(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -82,6 +82,19 @@ async def test_messages_reach_every_subscriber_in_publish_order(instances: OpenI
             nursery.cancel_scope.cancel()
 
 
+async def test_publish_many_delivers_each_in_order_after_earlier_publishes(instances: OpenInstances) -> None:
+    with trio.fail_after(10):
+        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, b)
+            await a.publish(b"first")
+            await a.publish_many([f"batch {i}".encode() for i in range(50)])
+            await a.publish_many([])  # nothing to send is not an error
+            await a.publish(b"last")
+            expected = [b"first", *(f"batch {i}".encode() for i in range(50)), b"last"]
+            assert [await inbox.receive() for _ in expected] == [Message(p) for p in expected]
+            nursery.cancel_scope.cancel()
+
+
 async def test_payload_bytes_round_trip(instances: OpenInstances) -> None:
     payloads = [
         b"",
