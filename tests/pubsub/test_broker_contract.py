@@ -89,8 +89,9 @@ async def test_publish_many_delivers_each_in_order_after_earlier_publishes(insta
             await a.publish(b"first")
             await a.publish_many([f"batch {i}".encode() for i in range(50)])
             await a.publish_many([])  # nothing to send is not an error
+            await a.publish_many([b"alone"])
             await a.publish(b"last")
-            expected = [b"first", *(f"batch {i}".encode() for i in range(50)), b"last"]
+            expected = [b"first", *(f"batch {i}".encode() for i in range(50)), b"alone", b"last"]
             assert [await inbox.receive() for _ in expected] == [Message(p) for p in expected]
             nursery.cancel_scope.cancel()
 
