@@ -7,6 +7,9 @@ itself as too slow). So one slow device never delays anyone else.
 Presence is kept here too: the hub refreshes its sessions' presence entries every ttl/3 and
 recomputes a user's online list when told something changed (a connect, a disconnect, an
 entry that expired after an instance crashed), pushing it to that user's subscribers.
+
+New connections are admitted a few at a time (``admit``), and revocations heard on the
+broker are passed on to a ``RevocationListener`` (the session cache).
 """
 
 from __future__ import annotations
