@@ -62,10 +62,9 @@ def charge_tat(tat: float | None, now: float, hits: int, rate: Rate) -> tuple[fl
 
 def gcra(tat: float | None, now: float, rate: Rate) -> tuple[Verdict, float | None]:
     """One GCRA step: (verdict, the new TAT to store or None to keep the old one)."""
-    new_tat = max(tat or now, now) + rate.interval
-    ahead = new_tat - now
-    if ahead > rate.per + 1e-9:
-        return Verdict(False, ahead - rate.per), None
+    new_tat, wait = charge_tat(tat, now, 1, rate)
+    if wait > 1e-9:
+        return Verdict(False, wait), None
     return Verdict(True), new_tat
 
 
