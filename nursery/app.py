@@ -1,9 +1,10 @@
-"""Wiring: the services of one instance, their background tasks, and the Quart-Trio app.
+"""Wiring: the services of one instance, their background tasks, and what serves them.
 
 ``open_services`` owns the store and broker connections; ``run_background`` owns the tasks
 that live as long as the instance (broker subscription, presence upkeep, tombstone purge,
-audit log writer);
-``create_app`` builds a fresh app (Quart apps are single-use) around them.
+audit log writer); ``create_edge`` builds the instance's listener around them: the edge's own
+routes (REST, health, the /ws and GraphQL websockets) and, behind them, a fresh Quart-Trio app
+(Quart apps are single-use) for GraphQL over HTTP, the web client and the metrics.
 """
 
 from __future__ import annotations
@@ -11,22 +12,23 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 from quart_trio import QuartTrio
 
-from nursery.api.errors import install_error_handlers
-from nursery.api.graphql import graphql_blueprint
-from nursery.api.health import health_blueprint
-from nursery.api.inflight import InFlight, track_in_flight
-from nursery.api.metrics import instrument_http, metrics_blueprint
-from nursery.api.rest import rest_blueprint
-from nursery.api.security import install_security, parse_origins
+from nursery.api.errors import error_response, install_error_handlers, json_dumps, response_for
+from nursery.api.graphql import Engine, build_schema, graphql_blueprint, graphql_router
+from nursery.api.graphql.errors import error as graphql_error
+from nursery.api.health import health_router
+from nursery.api.metrics import metrics_blueprint, record_route
+from nursery.api.rest import rest_router
+from nursery.api.security import Hardening, parse_origins
 from nursery.api.web import web_blueprint
-from nursery.api.ws import ws_blueprint
+from nursery.api.ws import ws_router
 from nursery.config import Settings
-from nursery.errors import StoreUnavailable
+from nursery.edge import Edge, EdgeLimits, Request, Response, Router
+from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
 from nursery.pubsub import open_broker, open_rate_limiter
 from nursery.pubsub.broker import Broker, Presence
@@ -35,10 +37,10 @@ from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
 from nursery.service.activity import Activity
 from nursery.service.audit import Audit
-from nursery.service.limits import Limits, parse_rate
+from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
+from nursery.service.session import SessionLimits
 from nursery.service.session_cache import SessionCache
-from nursery.service.sync import SyncLimits
 from nursery.service.todos import Todos
 from nursery.service.tokens import TokenSigner
 from nursery.stores.audit import AuditStore
@@ -69,7 +71,6 @@ class Services:
     audit: Audit
     audit_store: AuditStore
     activity: Activity
-    in_flight: InFlight = field(default_factory=InFlight)
     draining: bool = False
 
 
@@ -213,45 +214,79 @@ async def _purge_tombstones(services: Services) -> None:
         await trio.sleep(min(PURGE_PERIOD, retention / 2))
 
 
-def create_app(services: Services) -> QuartTrio:
-    settings = services.settings
-    app = QuartTrio(__name__)
+class ErrorShape:
+    """How the edge's own errors look (``edge.listener.ErrorShape``): ``{"error": ...}``, but
+    GraphQL's ``{"errors": [...]}`` on its path, as its clients expect (e.g. a body too large)."""
 
-    def draining() -> bool:
-        return services.draining
+    def error(self, request: Request, status: int, code: str, message: str) -> Response:
+        if request.path == "/graphql":
+            body = json_dumps({"errors": [graphql_error(message, code)]}).encode()
+            return Response(status, body, [("content-type", "application/json")])
+        return error_response(status, code, message)
 
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
-    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
-    install_error_handlers(app)
-    install_security(app, parse_origins(settings.cors_origins))
-    track_in_flight(app, services.in_flight, draining)
-    instrument_http(app, services.metrics)
-    limits = SyncLimits(
+    def response_for(self, error: NurseryError) -> Response:
+        return response_for(error)
+
+
+def session_limits(settings: Settings) -> SessionLimits:
+    """What every websocket session obeys, /ws and GraphQL alike."""
+    return SessionLimits(
         hello_timeout=settings.ws_hello_timeout,
         ping_interval=settings.ws_ping_interval,
         ping_timeout=settings.ws_ping_timeout,
         send_timeout=settings.ws_send_timeout,
         queue_size=settings.ws_queue_size,
-        message_rate=parse_rate(settings.ws_message_rate),
+        message_rate=settings.ws_message_rate,
     )
 
-    app.register_blueprint(
-        rest_blueprint(
-            services.accounts, services.todos, settings.trust_proxy_headers,
-            activity=services.activity,
-        )
+
+def create_edge(services: Services) -> Edge:
+    settings = services.settings
+    engine = Engine(build_schema())
+    limits = session_limits(settings)
+    router = Router()
+    router.include(rest_router(
+        services.accounts, services.todos, settings.trust_proxy_headers,
+        activity=services.activity,
+    ))
+    router.include(health_router(services.store, lambda: services.draining, settings.name))
+    router.include(ws_router(
+        services.accounts, services.todos, services.hub, instance=settings.name, limits=limits,
+        observer=services.metrics,
+    ))
+    router.include(graphql_router(
+        engine, services.accounts, services.todos, services.hub, settings=settings,
+        limits=limits, observer=services.metrics,
+    ))
+    return Edge(
+        router,
+        create_app(services, engine),
+        host=settings.host,
+        port=settings.port,
+        limits=EdgeLimits(
+            max_body=settings.max_body_bytes,
+            max_message=settings.ws_max_message_bytes,
+            idle_timeout=settings.http_idle_timeout,
+            request_timeout=settings.http_request_timeout,
+            send_timeout=settings.ws_send_timeout,
+        ),
+        hardening=Hardening(parse_origins(settings.cors_origins)),
+        errors=ErrorShape(),
+        metrics=services.metrics,
+        draining=lambda: services.draining,
     )
-    app.register_blueprint(
-        ws_blueprint(
-            services.accounts, services.todos, services.hub, settings.name, limits,
-            services.metrics,
-        )
-    )
-    app.register_blueprint(health_blueprint(services.store, draining, settings.name))
-    app.register_blueprint(
-        graphql_blueprint(services.accounts, services.todos, services.hub, settings)
-    )
+
+
+def create_app(services: Services, engine: Engine) -> QuartTrio:
+    """What the edge passes on: GraphQL over HTTP, the web client, the metrics."""
+    settings = services.settings
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
+    install_error_handlers(app)
+    record_route(app)
+    app.register_blueprint(graphql_blueprint(engine, services.accounts, services.todos, settings))
     app.register_blueprint(web_blueprint())
     app.register_blueprint(metrics_blueprint(services.metrics))
     return app

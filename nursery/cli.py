@@ -1,4 +1,4 @@
-"""The command line: ``nursery serve`` (and, as they land, ``cluster`` and ``watch``).
+"""The command line: ``nursery serve``, ``nursery cluster``, ``nursery watch``.
 
 Exit status: 0 after a clean shutdown, 1 when startup fails (the reason on stderr).
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 import trio
 
 from nursery.cluster import add_cluster_commands, run_cluster_command
-from nursery.config import Settings
+from nursery import logs
+from nursery.config import ConfigError, Settings
 from nursery.errors import NurseryError
 from nursery.server import Lifecycle, serve
 
@@ -66,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level="WARNING")  # INFO logs would mix into the printed list
         return watch_main(args.url, args.email, args.password)
-    settings = Settings.from_env(
-        **{k: v for k, v in vars(args).items() if k in {"host", "port", "data_dir"}}
-    )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s {settings.name} %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        settings = Settings.from_env(
+            **{k: v for k, v in vars(args).items() if k in {"host", "port", "data_dir"}}
+        )
+    except ConfigError as exc:
+        print(f"nursery: {exc.message}", file=sys.stderr)
+        return 1
+    logs.configure(settings.log_level, settings.log_format, settings.name)
     if args.command == "serve":
         try:
             trio.run(_serve_until_signalled, settings)

@@ -1,127 +1,201 @@
 """One typed settings object, read from the environment once and passed down.
 
 Every field can be set as ``NURSERY_<FIELD>`` (e.g. ``NURSERY_DATABASE_URL``); command-line
-flags override the environment. Durations are in seconds, sizes in bytes. ``nursery --help``
-prints this table.
+flags override the environment. Every value is parsed and checked when the settings are made
+(from the environment or in code, where a field may also be given as its environment string):
+a bad one raises ``ConfigError`` naming the variable and what it accepts, so a typo fails
+loudly at startup instead of quietly meaning something else (``ture`` is not false).
+``nursery --help`` prints the table (``Settings.describe``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from nursery.errors import NurseryError
+from nursery.rates import Rate, parse_duration, parse_rate
 
 ENV_PREFIX = "NURSERY_"
 
 
-def _doc(text: str) -> Any:
-    return {"doc": text}
+class ConfigError(NurseryError):
+    """A setting's value is not valid; the message names the variable and what it accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How a setting is written (``accepts``, for messages and --help) and parsed."""
+
+    accepts: str
+    parse: Callable[[str], Any]
+    check: Callable[[Any], bool] = lambda value: True
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _url(*schemes: str) -> Kind:
+    def parse(text: str) -> str:
+        if urlsplit(text).scheme not in schemes:
+            raise ValueError(text)
+        return text
+
+    return Kind(" or ".join(f"{s}://..." for s in schemes), parse)
+
+
+def _choice(*choices: str) -> Kind:
+    def parse(text: str) -> str:
+        for choice in choices:
+            if text.strip().lower() == choice.lower():
+                return choice
+        raise ValueError(text)
+
+    return Kind(" | ".join(choices), parse)
+
+
+TEXT = Kind("text", str)
+PATH = Kind("a path", Path)
+PORT = Kind("a port, 0-65535 (0: any free port)", int, lambda v: 0 <= v <= 65535)
+COUNT = Kind("a whole number >= 1", int, lambda v: v >= 1)
+SECONDS = Kind("seconds > 0: 2.5, 500ms, 30s, 5m, 2h, 7d", parse_duration, lambda v: v > 0)
+SECONDS_OR_ZERO = Kind("seconds >= 0: 0, 2.5, 500ms, 30s, 5m", parse_duration, lambda v: v >= 0)
+BOOL = Kind("true | false (also 1/0, yes/no, on/off)", _bool)
+RATE = Kind("COUNT/PERIOD: 10/60s, 10/1m, 1000/1h, 20/1", parse_rate)
+
+
+def _setting(default: Any, kind: Kind, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc, "kind": kind})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
-    port: int = field(default=4000, metadata=_doc("port to listen on"))
-    data_dir: Path = field(
-        default=Path(".nursery"),
-        metadata=_doc("embedded database and generated secret live here"),
+    host: str = _setting("127.0.0.1", TEXT, "address to listen on")
+    port: int = _setting(4000, PORT, "port to listen on")
+    data_dir: Path = _setting(
+        Path(".nursery"), PATH, "embedded database and generated secret live here"
     )
-    database_url: str | None = field(
-        default=None,
-        metadata=_doc("PostgreSQL URL; unset: start a private PostgreSQL in the data dir"),
+    database_url: str | None = _setting(
+        None, _url("postgresql", "postgres"),
+        "PostgreSQL URL; unset: start a private PostgreSQL in the data dir",
     )
-    redis_url: str | None = field(
-        default=None,
-        metadata=_doc("Redis URL for the broker between instances; unset: in-process broker"),
+    redis_url: str | None = _setting(
+        None, _url("redis", "rediss"),
+        "Redis URL for the broker between instances; unset: in-process broker",
     )
-    mongo_url: str | None = field(
-        default=None,
-        metadata=_doc(
-            "MongoDB URL (a replica set: transactions) for todos, audit log and analytics;"
-            " database from the URL's path, default nursery; unset: all in PostgreSQL"
-        ),
+    mongo_url: str | None = _setting(
+        None, _url("mongodb", "mongodb+srv"),
+        "MongoDB URL (a replica set: transactions) for todos, audit log and analytics;"
+        " database from the URL's path, default nursery; unset: all in PostgreSQL",
     )
-    secret_key: str | None = field(
-        default=None,
-        metadata=_doc("token signing key; unset: generated and kept in the data dir"),
+    secret_key: str | None = _setting(
+        None, TEXT, "token signing key; unset: generated and kept in the data dir"
     )
-    instance_name: str | None = field(
-        default=None, metadata=_doc("name shown to clients; default host:port")
+    instance_name: str | None = _setting(None, TEXT, "name shown to clients; default host:port")
+    token_max_age: float = _setting(30 * 86400, SECONDS, "token lifetime")
+    tombstone_retention: float = _setting(
+        7 * 86400, SECONDS, "how long deleted todos are remembered for resume"
     )
-    token_max_age: float = field(default=30 * 86400, metadata=_doc("token lifetime"))
-    tombstone_retention: float = field(
-        default=7 * 86400, metadata=_doc("how long deleted todos are remembered for resume")
+    max_body_bytes: int = _setting(64 * 1024, COUNT, "largest request body, bytes")
+    http_request_timeout: float = _setting(
+        30.0, SECONDS, "a request must arrive whole within this (else 408)"
     )
-    max_body_bytes: int = field(default=64 * 1024, metadata=_doc("largest request body"))
-    ws_max_message_bytes: int = field(default=64 * 1024, metadata=_doc("largest ws frame"))
-    ws_queue_size: int = field(
-        default=256, metadata=_doc("events queued per websocket before it is closed as slow")
+    http_idle_timeout: float = _setting(
+        75.0, SECONDS,
+        "an idle keep-alive connection is closed after this (longer than the proxy's own)",
     )
-    ws_send_timeout: float = field(
-        default=10.0, metadata=_doc("a websocket write blocked this long closes it as slow")
+    ws_max_message_bytes: int = _setting(64 * 1024, COUNT, "largest websocket message, bytes")
+    ws_queue_size: int = _setting(
+        256, COUNT, "messages waiting for a websocket before it is closed as too slow"
     )
-    ws_hello_timeout: float = field(default=5.0, metadata=_doc("time to send hello"))
-    ws_ping_interval: float = field(default=20.0, metadata=_doc("server ping period"))
-    ws_ping_timeout: float = field(
-        default=20.0, metadata=_doc("silence after a ping that closes a websocket")
+    ws_send_timeout: float = _setting(
+        10.0, SECONDS, "a websocket that takes this long to take its messages is closed"
     )
-    ws_setup_concurrency: int = field(
-        default=16,
-        metadata=_doc(
-            "connections set up at once (auth, backlog); a reconnect storm queues, then gets "
-            "1013 after 10 s"
-        ),
+    ws_hello_timeout: float = _setting(5.0, SECONDS, "time to send hello (connection_init)")
+    ws_ping_interval: float = _setting(
+        20.0, SECONDS, "silence from a client after which the server pings it"
     )
-    presence_ttl: float = field(
-        default=15.0, metadata=_doc("a crashed instance's devices drop from presence after this")
+    ws_ping_timeout: float = _setting(
+        20.0, SECONDS, "further silence after a ping that closes a websocket"
     )
-    drain_delay: float = field(
-        default=0.0,
-        metadata=_doc("on SIGTERM, answer /readyz 503 this long before closing the listener"),
+    ws_setup_concurrency: int = _setting(
+        16, COUNT,
+        "connections set up at once (auth, backlog); a reconnect storm queues, then gets "
+        "1013 after 10 s",
     )
-    shutdown_timeout: float = field(
-        default=15.0, metadata=_doc("deadline for the whole graceful shutdown")
+    presence_ttl: float = _setting(
+        15.0, SECONDS, "a crashed instance's devices drop from presence after this"
     )
-    session_cache_ttl: float = field(
-        default=10.0,
-        metadata=_doc(
-            "seconds a checked session is trusted without asking the database (revocations "
-            "reach every instance through the broker at once; 0 turns the cache off)"
-        ),
+    drain_delay: float = _setting(
+        0.0, SECONDS_OR_ZERO, "on SIGTERM, answer /readyz 503 this long before closing the listener"
     )
-    db_pool_size: int = field(default=10, metadata=_doc("PostgreSQL connections per instance"))
-    db_timeout: float = field(default=5.0, metadata=_doc("timeout of one store operation"))
-    audit_buffer_size: int = field(
-        default=10_000,
-        metadata=_doc("audit entries waiting to be written; more are dropped (and counted)"),
+    shutdown_timeout: float = _setting(15.0, SECONDS, "deadline for the whole graceful shutdown")
+    session_cache_ttl: float = _setting(
+        10.0, SECONDS_OR_ZERO,
+        "seconds a checked session is trusted without asking the database (revocations "
+        "reach every instance through the broker at once; 0 turns the cache off)",
     )
-    audit_batch_size: int = field(default=500, metadata=_doc("audit entries per write"))
-    broker_timeout: float = field(default=3.0, metadata=_doc("timeout of one broker operation"))
-    password_min_length: int = field(default=8, metadata=_doc("shortest accepted password"))
-    login_rate_per_account: str = field(
-        default="10/60", metadata=_doc("login attempts per account (COUNT/SECONDS)")
+    db_pool_size: int = _setting(10, COUNT, "PostgreSQL connections per instance")
+    db_timeout: float = _setting(5.0, SECONDS, "timeout of one store operation")
+    audit_buffer_size: int = _setting(
+        10_000, COUNT, "audit entries waiting to be written; more are dropped (and counted)"
     )
-    login_rate_per_client: str = field(
-        default="30/60", metadata=_doc("login attempts per client address")
+    audit_batch_size: int = _setting(500, COUNT, "audit entries per write")
+    broker_timeout: float = _setting(3.0, SECONDS, "timeout of one broker operation")
+    password_min_length: int = _setting(8, COUNT, "shortest accepted password")
+    login_rate_per_account: Rate = _setting(
+        Rate(10, 60), RATE, "login attempts per account"
     )
-    register_rate_per_client: str = field(
-        default="20/600", metadata=_doc("registrations per client address")
+    login_rate_per_client: Rate = _setting(
+        Rate(30, 60), RATE, "login attempts per client address"
     )
-    write_rate_per_user: str = field(default="1000/60", metadata=_doc("todo writes per user"))
-    ws_message_rate: str = field(
-        default="20/1", metadata=_doc("frames a websocket may send (more: closed with 4029)")
+    register_rate_per_client: Rate = _setting(
+        Rate(20, 600), RATE, "registrations per client address"
     )
-    cors_origins: str = field(
-        default="", metadata=_doc("comma-separated origins allowed to call the API from a browser")
+    write_rate_per_user: Rate = _setting(Rate(1000, 60), RATE, "todo writes per user")
+    ws_message_rate: Rate = _setting(
+        Rate(20, 1), RATE, "messages a websocket client may send (more: closed with 4029)"
     )
-    trust_proxy_headers: bool = field(
-        default=False,
-        metadata=_doc("take the client address from X-Forwarded-For (only behind a proxy)"),
+    cors_origins: str = _setting(
+        "", TEXT, "comma-separated origins allowed to call the API from a browser"
     )
-    log_level: str = field(default="INFO", metadata=_doc("DEBUG, INFO, WARNING, ERROR"))
+    trust_proxy_headers: bool = _setting(
+        False, BOOL, "take the client address from X-Forwarded-For (only behind a proxy)"
+    )
+    log_level: str = _setting("INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level")
+    log_format: str = _setting(
+        "text", _choice("text", "json"), "log lines as readable text or one JSON object each"
+    )
+
+    def __post_init__(self) -> None:
+        """Parse what was given as a string; check every value (``ConfigError``)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            kind: Kind = f.metadata["kind"]
+            try:
+                if isinstance(value, str):
+                    value = kind.parse(value)
+                    object.__setattr__(self, f.name, value)
+                valid = kind.check(value)
+            except (ValueError, TypeError):
+                valid = False
+            if not valid:
+                raise ConfigError(
+                    f"{_env_name(f.name)}={value!r} is not valid: expected {kind.accepts}"
+                )
 
     @property
     def name(self) -> str:
@@ -132,16 +206,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read every field from ``NURSERY_<FIELD>``; ``overrides`` (non-None) win.
-
-        A value that does not parse fails loudly with the variable's name.
-        """
+        """Read every field from ``NURSERY_<FIELD>`` (empty means unset); ``overrides``
+        (non-None) win. Raises ``ConfigError`` for a value that is not valid."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            key = ENV_PREFIX + f.name.upper()
-            if key in environ and environ[key] != "":
-                values[f.name] = _parse(key, environ[key], f.default)
+            raw = environ.get(_env_name(f.name), "")
+            if raw != "":
+                values[f.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -149,21 +221,12 @@ class Settings:
     def describe(cls) -> str:
         lines = []
         for f in dataclasses.fields(cls):
-            default = "" if f.default is None else f" (default {f.default})"
-            lines.append(f"  {ENV_PREFIX + f.name.upper():32} {f.metadata['doc']}{default}")
+            default = "" if f.default is None else f"; default {f.default}"
+            kind: Kind = f.metadata["kind"]
+            lines.append(f"  {_env_name(f.name):32} {f.metadata['doc']}")
+            lines.append(f"  {'':32}   ({kind.accepts}{default})")
         return "\n".join(lines)
 
 
-def _parse(key: str, raw: str, default: Any) -> Any:
-    try:
-        if isinstance(default, bool):
-            return raw.lower() in {"1", "true", "yes", "on"}
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, Path):
-            return Path(raw)
-        return raw
-    except ValueError:
-        raise SystemExit(f"nursery: {key}={raw!r} is not a valid {type(default).__name__}")
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()

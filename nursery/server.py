@@ -1,4 +1,4 @@
-"""One instance's lifetime: trio → trio-asyncio loop → database → services → Hypercorn.
+"""One instance's lifetime: trio → trio-asyncio loop → database → services → the edge.
 
 Graceful shutdown (DESIGN.md), all under ``shutdown_timeout``:
   request → /readyz answers 503 → ``drain_delay`` (the load balancer notices) → stop accepting
@@ -13,22 +13,19 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import trio
 import trio_asyncio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.protocol import ws_stream as hypercorn_ws_stream
-from hypercorn.trio import serve as hypercorn_serve
 
-from nursery.app import Services, create_app, open_services, run_background
+from nursery.app import Services, create_edge, open_services, run_background
 from nursery.config import Settings
-from nursery.pubsub.protocol import RESTARTING
+from nursery.edge import Edge
+from nursery.protocol.close_codes import RESTARTING
 from nursery.stores.embedded import open_private_postgres
 
 log = logging.getLogger(__name__)
 
-# After the listener closes: time for requests already read off the wire to reach the app.
+# After the listener closes: time for requests already being read to begin being answered.
 IDLE_CHECK_DELAY = 0.05
 
 
@@ -37,7 +34,6 @@ class Lifecycle:
 
     def __init__(self) -> None:
         self.stop_requested = trio.Event()
-        self.stop_accepting = trio.Event()
         self.stop_now = trio.Event()
         self.http = trio.CancelScope()  # cancelled once nothing is in flight any more
 
@@ -74,36 +70,6 @@ async def open_database(settings: Settings) -> AsyncIterator[str]:
         yield url
 
 
-class _RefusingBuffer(hypercorn_ws_stream.WebsocketBuffer):
-    """Hypercorn's buffer of an incoming websocket message, refusing everything once a
-    message went over ``websocket_max_message_size``.
-
-    Hypercorn answers an oversized message with close 1009 but keeps the refused part in the
-    buffer; a next message of the other kind (text after binary) then failed to append to
-    it with a TypeError that escaped Hypercorn's connection task and took the whole server
-    down: any client could stop an instance with two frames. The connection is closing by
-    then, so whatever still arrives on it is dropped (refused again, quietly)."""
-
-    def extend(self, event: Any) -> None:
-        if self.length > self.max_length:
-            raise hypercorn_ws_stream.FrameTooLargeError()
-        super().extend(event)
-
-
-hypercorn_ws_stream.WebsocketBuffer = _RefusingBuffer  # type: ignore[misc]
-
-
-def hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
-    config.bind = [f"{settings.host}:{settings.port}"]
-    config.graceful_timeout = settings.shutdown_timeout
-    config.websocket_max_message_size = settings.ws_max_message_bytes
-    config.include_server_header = False
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")  # ours, not a second stream handler
-    return config
-
-
 async def serve(
     settings: Settings,
     lifecycle: Lifecycle,
@@ -120,31 +86,27 @@ async def serve(
         trio.open_nursery() as nursery,
     ):
         await nursery.start(run_background, services)
-        binds = await nursery.start(_serve_http, services, lifecycle, nursery.cancel_scope)
-        nursery.start_soon(_shut_down_when_asked, services, lifecycle, nursery.cancel_scope)
+        edge = create_edge(services)
+        binds = await nursery.start(_serve_edge, edge, lifecycle, nursery.cancel_scope)
+        nursery.start_soon(_shut_down_when_asked, services, edge, lifecycle, nursery.cancel_scope)
         log.info("instance %s ready on %s", settings.name, ", ".join(binds))
         task_status.started(binds)
 
 
-async def _serve_http(
-    services: Services,
+async def _serve_edge(
+    edge: Edge,
     lifecycle: Lifecycle,
     owner: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     with lifecycle.http:
-        await hypercorn_serve(
-            create_app(services),
-            hypercorn_config(services.settings),
-            shutdown_trigger=lifecycle.stop_accepting.wait,
-            task_status=task_status,
-        )
-    owner.cancel()  # HTTP is done: the background tasks go too
+        await edge.serve(task_status=task_status)
+    owner.cancel()  # serving is done: the background tasks go too
 
 
 async def _shut_down_when_asked(
-    services: Services, lifecycle: Lifecycle, owner: trio.CancelScope
+    services: Services, edge: Edge, lifecycle: Lifecycle, owner: trio.CancelScope
 ) -> None:
     await lifecycle.stop_requested.wait()
     settings = services.settings
@@ -153,7 +115,7 @@ async def _shut_down_when_asked(
     log.info("draining: /readyz answers 503 for %.1f s before the listener closes", settings.drain_delay)
     with trio.move_on_after(settings.drain_delay):
         await lifecycle.stop_now.wait()
-    lifecycle.stop_accepting.set()
+    edge.stop_accepting()
     services.hub.close_all(RESTARTING, "server restarting")
     async with trio.open_nursery() as waiting:
 
@@ -163,10 +125,10 @@ async def _shut_down_when_asked(
             owner.cancel()
 
         waiting.start_soon(stop_at_once)
-        # In-flight requests finish; idle keep-alive connections would hold Hypercorn until
-        # its graceful timeout, so serving ends as soon as nothing is in flight.
+        # Requests in flight finish and websockets close (1012); then the idle keep-alive
+        # connections are closed.
         await trio.sleep(IDLE_CHECK_DELAY)
-        await services.in_flight.wait_idle()
+        await edge.wait_idle()
         log.info("nothing in flight: closing the remaining idle connections")
         lifecycle.http.cancel()
         waiting.cancel_scope.cancel()

@@ -1,4 +1,4 @@
-"""Liveness, readiness, and the API's description (/openapi.json).
+"""Liveness, readiness, and the API's description (/openapi.json), served by the edge.
 
 /healthz: the process answers. /readyz: this instance should get traffic: not draining and the
 database answers (503 with Retry-After otherwise, so Caddy's health check moves traffic away).
@@ -9,32 +9,31 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import trio
-from quart import Blueprint, Response
 
-from nursery.api.errors import error_response
+from nursery.api.errors import error_response, json_response
 from nursery.api.openapi import openapi_document
-from nursery.api.rest import json_response
+from nursery.edge.http import Request, Response
+from nursery.edge.router import Router
 from nursery.errors import StoreUnavailable
 from nursery.stores.base import Store
 
 READY_CHECK_TIMEOUT = 2.0
 
 
-def health_blueprint(store: Store, draining: Callable[[], bool], instance: str) -> Blueprint:
-    health = Blueprint("health", __name__)
-
-    @health.get("/healthz")
-    async def healthz() -> Response:
-        return json_response({"status": "ok", "instance": instance})
-
+def health_router(store: Store, draining: Callable[[], bool], instance: str) -> Router:
+    health = Router()
     document = openapi_document()
 
+    @health.get("/healthz")
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok", "instance": instance})
+
     @health.get("/openapi.json")
-    async def openapi() -> Response:
+    async def openapi(request: Request) -> Response:
         return json_response(document)
 
     @health.get("/readyz")
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         if draining():
             return error_response(503, "draining", "this instance is shutting down", retry_after=1)
         try:

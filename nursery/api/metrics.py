@@ -1,12 +1,17 @@
-"""/metrics (Prometheus text format) and the HTTP request instrumentation."""
+"""/metrics (Prometheus text format), and the Quart app's part of the request metrics.
+
+The edge records every request's metrics and log line (``edge.listener``); for the requests
+it passes on to the Quart app, ``record_route`` tells it which route pattern served them.
+"""
 
 from __future__ import annotations
 
-import time
+from typing import Any, cast
 
 import trio
-from quart import Blueprint, Quart, Response, g, request
+from quart import Blueprint, Quart, Response, request
 
+from nursery.edge.asgi import ROUTE_KEY
 from nursery.metrics import CONTENT_TYPE, Metrics
 
 
@@ -22,15 +27,9 @@ def metrics_blueprint(metrics: Metrics) -> Blueprint:
     return bp
 
 
-def instrument_http(app: Quart, metrics: Metrics) -> None:
-    @app.before_request
-    async def start_timer() -> None:
-        g.started = time.perf_counter()
-
+def record_route(app: Quart) -> None:
     @app.after_request
     async def record(response: Response) -> Response:
-        started = g.get("started")
-        if started is not None:
-            rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            metrics.http(rule, request.method, response.status_code, time.perf_counter() - started)
+        if request.url_rule is not None:
+            cast(dict[str, Any], request.scope)[ROUTE_KEY] = request.url_rule.rule
         return response

@@ -1,12 +1,18 @@
-"""The REST API (v1) of DESIGN.md: auth, sessions, todos, changes; activity and analytics."""
+"""The REST API (v1) of DESIGN.md: auth, sessions, todos, changes; activity and analytics.
+
+Served by the edge's router (``edge.router``): one handler per route, each given the whole
+request, answering with a JSON response; our errors become the JSON error shape in
+``edge.listener`` (``api.errors.response_for``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response, request
-
-from nursery.api.errors import json_dumps
+from nursery.api.errors import json_response
+from nursery.api.security import client_address
+from nursery.edge.http import Request, Response
+from nursery.edge.router import Router
 from nursery.errors import InvalidInput
 from nursery.service import inputs
 from nursery.service.accounts import Accounts, Login, Principal
@@ -20,15 +26,11 @@ MAX_QUERY = 200
 MAX_CURSOR = 200
 
 
-def json_response(data: Any, status: int = 200) -> Response:
-    return Response(json_dumps(data), status=status, content_type="application/json")
-
-
 def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def _int_arg(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -41,7 +43,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def _bool_arg(name: str) -> bool | None:
+def _bool_arg(request: Request, name: str) -> bool | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return None
@@ -50,15 +52,15 @@ def _bool_arg(name: str) -> bool | None:
     return raw.lower() == "true"
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise _invalid("Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} printable characters")
     return key
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
@@ -71,75 +73,68 @@ def _login_body(login: Login) -> dict[str, Any]:
     }
 
 
-def client_address(trust_proxy_headers: bool) -> str:
-    """The caller's address; behind our proxy, the one it saw (the last X-Forwarded-For hop,
-    which the proxy appended: earlier hops are whatever the client claimed)."""
-    if trust_proxy_headers:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return request.remote_addr or "unknown"
-
-
-def rest_blueprint(
+def rest_router(
     accounts: Accounts,
     todos: Todos,
     trust_proxy_headers: bool = False,
     *,
     activity: Activity | None = None,
-) -> Blueprint:
-    api = Blueprint("rest", __name__, url_prefix="/api")
+) -> Router:
+    api = Router()
 
-    async def caller() -> Principal:
-        return await accounts.authenticate(_bearer())
+    async def caller(request: Request) -> Principal:
+        who = await accounts.authenticate(_bearer(request))
+        request.who = who  # for the access log
+        return who
 
-    async def body(model: type[inputs.M]) -> inputs.M:
-        return inputs.parse_json(model, await request.get_data())
+    def client(request: Request) -> str:
+        return client_address(
+            request.headers.get("x-forwarded-for"), request.client[0], trust_proxy_headers
+        )
 
     # -- accounts ------------------------------------------------------------------------------
 
-    @api.post("/auth/register")
-    async def register() -> Response:
-        form = await body(inputs.Credentials)
-        login = await accounts.register(form, client_address(trust_proxy_headers))
+    @api.post("/api/auth/register")
+    async def register(request: Request) -> Response:
+        form = inputs.parse_json(inputs.Credentials, request.body)
+        login = await accounts.register(form, client(request))
         return json_response(_login_body(login), 201)
 
-    @api.post("/auth/login")
-    async def login() -> Response:
-        form = await body(inputs.Credentials)
-        login = await accounts.login(form, client_address(trust_proxy_headers))
+    @api.post("/api/auth/login")
+    async def login(request: Request) -> Response:
+        form = inputs.parse_json(inputs.Credentials, request.body)
+        login = await accounts.login(form, client(request))
         return json_response(_login_body(login))
 
-    @api.post("/auth/logout")
-    async def logout() -> Response:
-        await accounts.logout(await caller())
-        return Response("", status=204)
+    @api.post("/api/auth/logout")
+    async def logout(request: Request) -> Response:
+        await accounts.logout(await caller(request))
+        return Response(204)
 
-    @api.get("/me")
-    async def me() -> Response:
-        return json_response({"user": (await accounts.me(await caller())).to_json()})
+    @api.get("/api/me")
+    async def me(request: Request) -> Response:
+        return json_response({"user": (await accounts.me(await caller(request))).to_json()})
 
-    @api.get("/sessions")
-    async def sessions() -> Response:
-        return json_response({"sessions": await accounts.sessions(await caller())})
+    @api.get("/api/sessions")
+    async def sessions(request: Request) -> Response:
+        return json_response({"sessions": await accounts.sessions(await caller(request))})
 
-    @api.delete("/sessions/<session_id>")
-    async def revoke_session(session_id: str) -> Response:
-        await accounts.revoke(await caller(), session_id)
-        return Response("", status=204)
+    @api.delete("/api/sessions/<session_id>")
+    async def revoke_session(request: Request, session_id: str) -> Response:
+        await accounts.revoke(await caller(request), session_id)
+        return Response(204)
 
-    @api.delete("/sessions")
-    async def revoke_other_sessions() -> Response:
+    @api.delete("/api/sessions")
+    async def revoke_other_sessions(request: Request) -> Response:
         """Revoke every session of the caller but the current one."""
-        revoked = await accounts.revoke_others(await caller())
+        revoked = await accounts.revoke_others(await caller(request))
         return json_response({"revoked": revoked})
 
     # -- todos ---------------------------------------------------------------------------------
 
-    @api.get("/todos")
-    async def list_todos() -> Response:
-        who = await caller()
+    @api.get("/api/todos")
+    async def list_todos(request: Request) -> Response:
+        who = await caller(request)
         query = request.args.get("q") or None
         if query is not None and len(query) > MAX_QUERY:
             raise _invalid("q", f"at most {MAX_QUERY} characters")
@@ -150,9 +145,9 @@ def rest_blueprint(
             raise _invalid("cursor", "not a cursor from this list")
         page = await todos.list(
             who,
-            done=_bool_arg("done"),
+            done=_bool_arg(request, "done"),
             query=query,
-            limit=_int_arg("limit", 50, 1, MAX_PAGE),
+            limit=_int_arg(request, "limit", 50, 1, MAX_PAGE),
             cursor=cursor,
         )
         return json_response({
@@ -161,42 +156,44 @@ def rest_blueprint(
             "rev": page.rev,
         })
 
-    @api.post("/todos")
-    async def create_todo() -> Response:
-        who = await caller()
-        result = await todos.create(who, await body(inputs.NewTodo), _idempotency_key())
+    @api.post("/api/todos")
+    async def create_todo(request: Request) -> Response:
+        who = await caller(request)
+        form = inputs.parse_json(inputs.NewTodo, request.body)
+        result = await todos.create(who, form, _idempotency_key(request))
         assert result.change.todo is not None
         return json_response({"todo": result.change.todo.to_json()}, 201)
 
-    @api.get("/todos/<todo_id>")
-    async def get_todo(todo_id: str) -> Response:
-        todo = await todos.get(await caller(), todo_id)
+    @api.get("/api/todos/<todo_id>")
+    async def get_todo(request: Request, todo_id: str) -> Response:
+        todo = await todos.get(await caller(request), todo_id)
         return json_response({"todo": todo.to_json()})
 
-    @api.patch("/todos/<todo_id>")
-    async def update_todo(todo_id: str) -> Response:
-        who = await caller()
-        result = await todos.update(who, todo_id, await body(inputs.TodoChanges), _idempotency_key())
+    @api.patch("/api/todos/<todo_id>")
+    async def update_todo(request: Request, todo_id: str) -> Response:
+        who = await caller(request)
+        form = inputs.parse_json(inputs.TodoChanges, request.body)
+        result = await todos.update(who, todo_id, form, _idempotency_key(request))
         assert result.change.todo is not None
         return json_response({"todo": result.change.todo.to_json()})
 
-    @api.delete("/todos/<todo_id>")
-    async def delete_todo(todo_id: str) -> Response:
-        who = await caller()
-        if_rev = _int_arg("if_rev", -1, 0, 2**62)
+    @api.delete("/api/todos/<todo_id>")
+    async def delete_todo(request: Request, todo_id: str) -> Response:
+        who = await caller(request)
+        if_rev = _int_arg(request, "if_rev", -1, 0, 2**62)
         await todos.delete(
             who,
             todo_id,
             if_rev=None if if_rev < 0 else if_rev,
-            idempotency_key=_idempotency_key(),
+            idempotency_key=_idempotency_key(request),
         )
-        return Response("", status=204)
+        return Response(204)
 
-    @api.get("/changes")
-    async def changes() -> Response:
-        who = await caller()
-        since = _int_arg("since", 0, 0, 2**62)
-        batch = await todos.changes(who, since, limit=_int_arg("limit", 500, 1, MAX_CHANGES))
+    @api.get("/api/changes")
+    async def changes(request: Request) -> Response:
+        who = await caller(request)
+        since = _int_arg(request, "since", 0, 0, 2**62)
+        batch = await todos.changes(who, since, limit=_int_arg(request, "limit", 500, 1, MAX_CHANGES))
         if since < batch.horizon:
             # Deletes after ``since`` were forgotten: the reader must refetch everything.
             return json_response({"reset": True, "changes": [], "rev": batch.rev, "more": False})
@@ -210,16 +207,17 @@ def rest_blueprint(
 
     if activity is not None:
 
-        @api.get("/activity")
-        async def recent_activity() -> Response:
+        @api.get("/api/activity")
+        async def recent_activity(request: Request) -> Response:
             """The caller's own audit trail, newest first."""
-            who = await caller()
-            entries = await activity.recent(who, _int_arg("limit", 50, 1, MAX_ACTIVITY))
+            who = await caller(request)
+            entries = await activity.recent(who, _int_arg(request, "limit", 50, 1, MAX_ACTIVITY))
             return json_response({"entries": [e.to_json() for e in entries]})
 
-        @api.get("/analytics/summary")
-        async def analytics_summary() -> Response:
-            who = await caller()
-            return json_response(await activity.summary(who, _int_arg("days", 7, 1, MAX_DAYS)))
+        @api.get("/api/analytics/summary")
+        async def analytics_summary(request: Request) -> Response:
+            who = await caller(request)
+            days = _int_arg(request, "days", 7, 1, MAX_DAYS)
+            return json_response(await activity.summary(who, days))
 
     return api

@@ -1,14 +1,15 @@
-"""Response hardening: security headers on every response, and CORS for an allow-list.
+"""Response hardening, for every response the edge writes: security headers, and CORS for
+an allow-list.
 
 CORS: only origins in ``Settings.cors_origins`` get ``Access-Control-Allow-Origin`` (echoed,
-with ``Vary: Origin``); preflights from them are answered 204; nobody else gets any CORS
-header, so browsers keep other sites' scripts out. Tokens travel in the Authorization
-header, never cookies, so no credentials mode is needed.
+with ``Vary: Origin``); preflights are answered 204 (with the CORS headers for those origins
+only); nobody else gets any CORS header, so browsers keep other sites' scripts out. Tokens
+travel in the Authorization header, never cookies, so no credentials mode is needed.
 """
 
 from __future__ import annotations
 
-from quart import Quart, Response, request
+from nursery.edge.http import Request, Response
 
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -20,7 +21,7 @@ HEADERS = {
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 ALLOWED_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
-ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key"
+ALLOWED_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
 PREFLIGHT_MAX_AGE = "600"
 
 
@@ -28,25 +29,39 @@ def parse_origins(raw: str) -> frozenset[str]:
     return frozenset(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
-def install_security(app: Quart, cors_origins: frozenset[str]) -> None:
-    @app.before_request
-    async def preflight() -> Response | None:
-        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
-            return Response("", status=204)
+class Hardening:
+    def __init__(self, cors_origins: frozenset[str]) -> None:
+        self._cors_origins = cors_origins
+
+    def preflight(self, request: Request) -> Response | None:
+        """The answer to a CORS preflight, if ``request`` is one."""
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            return Response(204)
         return None
 
-    @app.after_request
-    async def harden(response: Response) -> Response:
+    def apply(self, request: Request, response: Response) -> None:
         for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        if response.content_type and response.content_type.startswith("application/json"):
-            response.headers.setdefault("Content-Security-Policy", API_CSP)
-            response.headers.setdefault("Cache-Control", "no-store")
-        origin = request.headers.get("Origin")
-        if origin is not None and origin.rstrip("/") in cors_origins:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Methods"] = ALLOWED_METHODS
-            response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
-            response.headers["Access-Control-Max-Age"] = PREFLIGHT_MAX_AGE
-            response.headers.add("Vary", "Origin")
-        return response
+            response.set_default(name, value)
+        content_type = response.header("content-type") or ""
+        if content_type.startswith("application/json"):
+            response.set_default("Content-Security-Policy", API_CSP)
+            response.set_default("Cache-Control", "no-store")
+        origin = request.headers.get("origin")
+        if origin is not None and origin.rstrip("/") in self._cors_origins:
+            response.headers += [
+                ("Access-Control-Allow-Origin", origin),
+                ("Access-Control-Allow-Methods", ALLOWED_METHODS),
+                ("Access-Control-Allow-Headers", ALLOWED_HEADERS),
+                ("Access-Control-Max-Age", PREFLIGHT_MAX_AGE),
+                ("Vary", "Origin"),
+            ]
+
+
+def client_address(forwarded_for: str | None, peer: str | None, trust_proxy_headers: bool) -> str:
+    """The caller's address; behind our proxy, the one it saw (the last X-Forwarded-For hop,
+    which the proxy appended: earlier hops are whatever the client claimed)."""
+    if trust_proxy_headers and forwarded_for:
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+        if hops:
+            return hops[-1]
+    return peer or "unknown"

@@ -1,38 +1,137 @@
-"""/ws: the sync protocol over Quart's websocket. Only adapts; ``service.sync`` decides."""
+"""/ws: the sync protocol's part of a websocket session (its ``Vocabulary``).
+
+The opening message is ``hello`` (the token, and ``since``); then ``welcome``, the backlog and
+live changes come from one feed (``service.feed``), as frames; ``ping`` is answered with
+``pong``. Everything else a socket obeys (authentication, expiry, keep-alive, limits, closing)
+is the session's (``service.session``).
+
+A change's frame is the same for every device of its user: it is encoded once, for the first
+of them, and reused for the others.
+"""
 
 from __future__ import annotations
 
-from quart import Blueprint, websocket
+import time
 
-from nursery.api.transport import QuartTransport
-from nursery.pubsub.hub import Hub
-from nursery.service.accounts import Accounts
-from nursery.service.sync import SyncLimits, SyncObserver, SyncSession
+from nursery.edge.http import Request
+from nursery.edge.router import Router, SocketOutcome
+from nursery.edge.websocket import WebSocket
+from nursery.models import Change
+from nursery.protocol import sync
+from nursery.protocol.close_codes import (
+    BAD_MESSAGE,
+    INTERNAL_ERROR,
+    TOO_SLOW,
+    UNAUTHENTICATED,
+    ProtocolError,
+)
+from nursery.pubsub.hub import Hub, Item
+from nursery.service.accounts import Accounts, Principal
+from nursery.service.feed import Feed, FeedEvent, Head, Online, ReadChanges, Reset, SessionEvent
+from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
 
+_last_change: tuple[Change | None, str] = (None, "")
 
-def ws_blueprint(
-    accounts: Accounts,
-    todos: Todos,
-    hub: Hub,
-    instance: str,
-    limits: SyncLimits,
-    observer: SyncObserver,
-) -> Blueprint:
-    ws = Blueprint("ws", __name__)
 
-    @ws.websocket("/ws")
-    async def sync() -> None:
-        await websocket.accept()
-        session = SyncSession(
-            QuartTransport(),
-            authenticate=accounts.authenticate,
-            read_changes=lambda who, since, limit: todos.changes(who, since, limit),
-            hub=hub,
-            instance=instance,
-            limits=limits,
+def _change_frame(change: Change) -> str:
+    """The frame of ``change``, encoded once for all the devices it is delivered to."""
+    global _last_change
+    if _last_change[0] is not change:
+        _last_change = (change, sync.change(change.to_json()))
+    return _last_change[1]
+
+
+class SyncSocket:
+    """One /ws session's protocol: a ``service.session.Vocabulary``."""
+
+    name = "ws"
+    ping = sync.PING
+    auth_refused = UNAUTHENTICATED
+    auth_timeout = UNAUTHENTICATED
+    internal_error = INTERNAL_ERROR
+
+    __slots__ = ("_session", "_instance", "_observer", "_feed", "_since")
+
+    def __init__(
+        self, session: Session, read_changes: ReadChanges, *, instance: str, queue_size: int,
+        observer: SessionObserver,
+    ) -> None:
+        self._session = session
+        self._instance = instance
+        self._observer = observer
+        self._since: int | None = None
+        self._feed = Feed(
+            read_changes, queue_size=queue_size, emit_now=self._emit_now,
+            on_wake=session.wake, on_overflow=self._overflow,
+        )
+
+    def opening(self, message: str | bytes) -> str | None:
+        frame = sync.parse(message)
+        if not isinstance(frame, sync.Hello):
+            raise ProtocolError(UNAUTHENTICATED, "hello must come first")
+        self._since = frame.since
+        return frame.token
+
+    async def start(self, who: Principal) -> None:
+        await self._feed.start(who, self._since, self._emit)
+
+    def receive(self, message: str | bytes) -> None:
+        frame = sync.parse(message)
+        if isinstance(frame, sync.Ping):
+            self._session.send(sync.PONG, "pong")
+        elif isinstance(frame, sync.Hello):
+            raise ProtocolError(BAD_MESSAGE, "hello was already received")
+
+    def offer(self, item: Item) -> None:
+        self._feed.offer(item)
+
+    async def settle(self) -> None:
+        if self._feed.catching_up:
+            await self._feed.catch_up(self._emit)
+
+    def _emit_now(self, event: FeedEvent) -> None:
+        self._session.send(*self._frame(event))
+
+    async def _emit(self, event: FeedEvent) -> None:
+        await self._session.send_flowing(*self._frame(event))
+
+    def _frame(self, event: FeedEvent) -> tuple[str, str]:
+        match event:
+            case Change(todo=todo):
+                if todo is not None:
+                    self._observer.sync_lag(time.time() - todo.updated_at.timestamp())
+                return _change_frame(event), "change"
+            case Head(rev=rev):
+                return sync.welcome(self._session.session_id, self._instance, rev), "welcome"
+            case Reset(rev=rev):
+                return sync.reset(rev), "reset"
+            case SessionEvent(op=op, session=session):
+                return sync.session_event(op, session), "session"
+            case Online(sessions=sessions):
+                return sync.presence(list(sessions)), "presence"
+
+    def _overflow(self) -> None:
+        self._session.close(TOO_SLOW, "too slow: events were queuing up")
+
+
+def ws_router(
+    accounts: Accounts, todos: Todos, hub: Hub, *, instance: str, limits: SessionLimits,
+    observer: SessionObserver,
+) -> Router:
+    router = Router()
+
+    @router.websocket("/ws")
+    async def sync_socket(request: Request, ws: WebSocket) -> SocketOutcome:
+        session = Session(
+            ws, authenticate=accounts.authenticate, hub=hub, limits=limits, observer=observer
+        )
+        vocabulary = SyncSocket(
+            session, todos.changes, instance=instance, queue_size=limits.queue_size,
             observer=observer,
         )
-        await session.run()
+        code, reason = await session.run(vocabulary)
+        request.who = session.who
+        return SocketOutcome(code, reason, session.frames_in, session.frames_out)
 
-    return ws
+    return router

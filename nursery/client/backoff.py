@@ -6,10 +6,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nursery.pubsub.protocol import RESTARTING, TOO_SLOW
+from nursery.protocol.close_codes import RECONNECT_NOW
 
 # 1012 and 4008 mean "this connection, not the service, is the problem": come back now.
-PROMPT_CODES = frozenset({RESTARTING, TOO_SLOW})
+PROMPT_CODES = RECONNECT_NOW
 
 
 @dataclass(frozen=True, slots=True)

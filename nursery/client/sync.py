@@ -25,12 +25,11 @@ from trio_websocket import (
 from nursery.client.backoff import Backoff, Ending
 from nursery.client.errors import ClientError, ProtocolViolation, RequestFailed, SessionEnded
 from nursery.client.mirror import Mirror, _int
-from nursery.pubsub.protocol import BAD_MESSAGE, UNAUTHENTICATED
+from nursery.protocol import sync as protocol
+from nursery.protocol.close_codes import BAD_MESSAGE, UNAUTHENTICATED
 
 log = logging.getLogger(__name__)
 
-PING = json.dumps({"type": "ping"})
-PONG = json.dumps({"type": "pong"})
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -303,8 +302,7 @@ class SyncClient:
 
     async def _converse(self, ws: WebSocketConnection, http: httpx.AsyncClient, base: str) -> NoReturn:
         """hello → welcome → frames until the connection ends (an exception)."""
-        hello = {"type": "hello", "token": self._token, "since": self.mirror.rev}
-        await self._send(ws, json.dumps(hello))
+        await self._send(ws, protocol.hello(self._token, self.mirror.rev))
         with trio.fail_after(self.config.hello_timeout):
             welcome = parse_frame(await ws.get_message())
         self._on_welcome(welcome)
@@ -318,7 +316,7 @@ class SyncClient:
             if message is None:
                 if pinged:
                     raise _Silent("no answer to ping")
-                await self._send(ws, PING)
+                await self._send(ws, protocol.PING)
                 pinged = True
                 continue
             pinged = False
@@ -351,7 +349,7 @@ class SyncClient:
                 # is read after that, so changes it already reflects are ignored, none lost.
                 await self._fetch_list(http, base)
             case "ping":
-                await self._send(ws, PONG)
+                await self._send(ws, protocol.PONG)
             case "presence":
                 online = frame.get("online")
                 self.presence = [s for s in online if isinstance(s, str)] if isinstance(online, list) else []

@@ -1,15 +1,13 @@
 """Messages between instances (the broker) and who is online (presence).
 
 ``open_broker(settings)`` picks the backend by ``settings.redis_url``: unset → in-process
-(``memory``), ``redis://`` or ``rediss://`` → Redis (``redis``, imported only then, since
-it brings asyncio and trio-asyncio along), anything else → ``ValueError``.
+(``memory``), else Redis (``redis://`` or ``rediss://``: ``Settings`` refuses any other).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 from nursery.config import Settings
 from nursery.pubsub.broker import CHANNEL as CHANNEL
@@ -26,9 +24,6 @@ from nursery.pubsub.ratelimit import Rate as Rate
 from nursery.pubsub.ratelimit import RateLimiter as RateLimiter
 from nursery.pubsub.ratelimit import SharedRateLimiter as SharedRateLimiter
 from nursery.pubsub.ratelimit import Verdict as Verdict
-
-REDIS_SCHEMES = ("redis", "rediss")
-
 
 @asynccontextmanager
 async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presence]]:
@@ -49,7 +44,6 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
             await memory_broker.aclose()
         return
 
-    _check_scheme(url)
     from nursery.pubsub.redis import RedisBroker, RedisPresence
 
     redis_broker = RedisBroker(url, settings.broker_timeout)
@@ -63,15 +57,6 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
         await redis_broker.aclose()
 
 
-def _check_scheme(url: str) -> None:
-    scheme = urlsplit(url).scheme
-    if scheme not in REDIS_SCHEMES:
-        raise ValueError(
-            f"NURSERY_REDIS_URL has the unsupported scheme {scheme!r}: "
-            f"expected one of {', '.join(s + '://' for s in REDIS_SCHEMES)}"
-        )
-
-
 @asynccontextmanager
 async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimiter]:
     """Shared counters in Redis when ``settings.redis_url`` is set, else in this process."""
@@ -82,7 +67,6 @@ async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimit
         finally:
             await memory.aclose()
         return
-    _check_scheme(settings.redis_url)
     from nursery.pubsub.redis_limits import RedisRateLimiter
 
     limiter = RedisRateLimiter(settings.redis_url, settings.broker_timeout)

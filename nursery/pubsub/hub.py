@@ -24,7 +24,7 @@ import trio
 from nursery.errors import BrokerUnavailable, Unavailable
 from nursery.pubsub import events
 from nursery.pubsub.broker import Broker, Delivery, Message, Presence, Resubscribed
-from nursery.pubsub.protocol import UNAUTHENTICATED
+from nursery.protocol.close_codes import UNAUTHENTICATED
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,7 @@ from typing import Protocol
 
 import trio
 
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    count: int
-    per: float  # seconds
-
-    @property
-    def interval(self) -> float:
-        return self.per / self.count
+from nursery.rates import Rate as Rate
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,40 +1,46 @@
-"""A device's feed: the backlog after a revision, then live changes, merged without loss.
+"""A reader's feed: the backlog after a revision, then live changes, merged without loss.
 
-Used by every live transport (/ws, GraphQL subscriptions); they only turn ``FeedEvent``s into
-their own frames.
+Used by every live transport (a /ws socket has one feed, a GraphQL subscription one each);
+they only turn ``FeedEvent``s into their own messages.
 
-The merge (the heart of the sync guarantee): the feed joins the hub *before* reading the
-store, so nothing committed after the read can be missed; live changes at or below the last
-revision emitted are duplicates and dropped; a live change beyond the next expected revision
-means something was lost on the way (an out-of-order or dropped broker message), so the gap is
-read from the store before anything else is emitted. Revisions are per-user and contiguous, so
-"next expected" is exact. A broker reconnect (``Refill``) reads everything after the last
-revision emitted. The reader therefore sees strictly increasing revisions, none twice, none lost.
+The merge (the heart of the sync guarantee): the feed is a hub subscriber *before* it reads
+the store, so nothing committed after the read can be missed; live changes at or below the
+last revision emitted are duplicates and dropped; a live change beyond the next expected
+revision means something was lost on the way (an out-of-order or dropped broker message), so
+the gap is read from the store before anything else is emitted. Revisions are per-user and
+contiguous, so "next expected" is exact. A broker reconnect (``Refill``) reads everything after
+the last revision emitted. The reader therefore sees strictly increasing revisions, none
+twice, none lost.
 
-Memory is bounded by ``queue_size`` queued items plus one store batch. A feed whose queue
-fills (its reader is too slow) is ended through ``on_close`` with 4008; a revoked session with
-4001; an instance shutdown with 1012. The transport decides what closing means.
+Two paths, one rule (``_decide``):
+
+- **live** (the common case): ``offer`` is called by the hub for each event and emits it at
+  once through ``emit_now``, synchronously: no task, no queue, no wake-up per event;
+- **catching up** (at the start, after a gap or a broker reconnect): ``offer`` queues events
+  (at most ``queue_size``; one more ends the reader through ``on_overflow``, as too slow) and
+  calls ``on_wake``; the feed's owner then runs ``catch_up``, which reads the store, emits
+  with the awaitable ``emit`` (so a slow reader holds the store reads back), works through the
+  queue and goes live again.
+
+Memory: ``queue_size`` queued events while catching up, plus one store batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-
-import trio
+from typing import Any, Final
 
 from nursery.models import Change, ChangeBatch
-from nursery.pubsub import events, protocol
-from nursery.pubsub.hub import Hub, Item, OnlineNow, Refill
+from nursery.pubsub import events
+from nursery.pubsub.hub import Item, OnlineNow, Refill
 from nursery.service.accounts import Principal
 
 BATCH = 500
 BEYOND_ANY_REVISION = 2**62  # ``changes_since`` from here returns just the head revision
 
 ReadChanges = Callable[[Principal, int, int], Awaitable[ChangeBatch]]
-OnClose = Callable[[int, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,102 +69,132 @@ class Online:
 
 
 FeedEvent = Head | Change | Reset | SessionEvent | Online
+EmitNow = Callable[[FeedEvent], None]
 Emit = Callable[[FeedEvent], Awaitable[None]]
 
 
+class _Gap:
+    """``_decide``'s verdict: changes were missed, read the store."""
+
+
+GAP: Final = _Gap()
+
+
 class Feed:
-    """A hub subscriber for one principal. Create with ``open_feed``."""
+    """One reader's merge. Create it, offer it the hub's events, then ``start`` it."""
+
+    __slots__ = ("_who", "_read_changes", "_queue", "_queue_size", "_emit_now", "_on_wake",
+                 "_on_overflow", "_last", "_live")
 
     def __init__(
         self,
-        who: Principal,
         read_changes: ReadChanges,
-        on_close: OnClose,
+        *,
         queue_size: int,
-        on_live: Callable[[], None] = lambda: None,
+        emit_now: EmitNow,
+        on_wake: Callable[[], None],
+        on_overflow: Callable[[], None],
     ) -> None:
-        self.user_id, self.session_id = who.user_id, who.session_id
-        self._who = who
-        self._on_live = on_live
+        self._who: Principal | None = None
         self._read_changes = read_changes
-        self._on_close = on_close
-        self._inbox_in, self._inbox = trio.open_memory_channel[Item](queue_size)
+        self._queue: deque[Item] | None = None  # made when first needed: most feeds never queue
+        self._queue_size = queue_size
+        self._emit_now = emit_now
+        self._on_wake = on_wake
+        self._on_overflow = on_overflow
+        self._last = 0  # the last revision emitted
+        self._live = False  # False until started, and while catching up
 
-    # -- Subscriber (called by the hub; never blocks) -------------------------------------------
+    @property
+    def catching_up(self) -> bool:
+        """The owner must run ``catch_up`` (it was woken for it)."""
+        return not self._live
+
+    # -- the hub's side: never blocks -----------------------------------------------------------
 
     def offer(self, item: Item) -> None:
-        try:
-            self._inbox_in.send_nowait(item)
-        except trio.WouldBlock:
-            self.close(protocol.TOO_SLOW, "too slow: events were queuing up")
+        if self._live and not self._queue:
+            verdict = self._decide(item)
+            if isinstance(verdict, _Gap):
+                self._live = False
+                self._on_wake()
+            elif verdict is not None:
+                self._emit_now(verdict)
+            return
+        if self._queue is None:
+            self._queue = deque()
+        if len(self._queue) < self._queue_size:
+            self._queue.append(item)
+        else:
+            self._on_overflow()
 
-    def close(self, code: int, reason: str) -> None:
-        self._on_close(code, reason)
+    # -- the owner's side -----------------------------------------------------------------------
 
-    # -- the merge ------------------------------------------------------------------------------
-
-    async def run(self, since: int | None, emit: Emit) -> None:
-        """Emit the head, the backlog after ``since`` (None: none), then live events, until
-        cancelled. Raises ``StoreUnavailable`` when the store cannot fill a gap."""
-        head = await self._read_changes(self._who, BEYOND_ANY_REVISION, 1)
+    async def start(self, who: Principal, since: int | None, emit: Emit) -> None:
+        """Emit ``who``'s head revision, then the backlog after ``since`` (None: none; past
+        the retention horizon or above the head: a reset), then what arrived meanwhile; the
+        feed is live when this returns. Raises ``StoreUnavailable`` when the store cannot
+        answer."""
+        self._who = who
+        head = await self._read_changes(who, BEYOND_ANY_REVISION, 1)
         await emit(Head(head.rev))
         if since is None:
-            last = head.rev
+            self._last = head.rev
         elif since < head.horizon or since > head.rev:
             await emit(Reset(head.rev))
-            last = head.rev
+            self._last = head.rev
         else:
-            last = await self._catch_up(since, emit)
-        self._on_live()
-        async for item in self._inbox:
-            match item:
-                case events.TodoChanged(change=change):
-                    if change.rev == last + 1:
-                        await emit(change)
-                        last = change.rev
-                    elif change.rev > last:
-                        last = await self._catch_up(last, emit)
-                case Refill():
-                    last = await self._catch_up(last, emit)
-                case events.SessionChanged(op=op, session=session):
-                    await emit(SessionEvent(op, session))
-                case OnlineNow(online=online):
-                    await emit(Online(online))
+            self._last = since
+        await self._settle(emit, read_first=since is not None and self._last < head.rev)
 
-    async def _catch_up(self, since: int, emit: Emit) -> int:
-        """Emit every change after ``since`` from the store; returns the revision reached."""
+    async def catch_up(self, emit: Emit) -> None:
+        """Fill the gap from the store and work through the queue; live again on return."""
+        await self._settle(emit, read_first=True)
+
+    async def _settle(self, emit: Emit, *, read_first: bool) -> None:
+        read = read_first
         while True:
-            batch = await self._read_changes(self._who, since, BATCH)
-            if since < batch.horizon:
+            if read:
+                await self._read_after(emit)
+            read = True
+            while self._queue:
+                verdict = self._decide(self._queue.popleft())
+                if isinstance(verdict, _Gap):
+                    break
+                if verdict is not None:
+                    await emit(verdict)
+            else:
+                self._queue = None
+                self._live = True
+                return
+
+    async def _read_after(self, emit: Emit) -> None:
+        """Emit every change after ``_last`` from the store."""
+        assert self._who is not None, "start first"
+        while True:
+            batch = await self._read_changes(self._who, self._last, BATCH)
+            if self._last < batch.horizon:
                 await emit(Reset(batch.rev))
-                return batch.rev
+                self._last = batch.rev
+                return
             for change in batch.changes:
                 await emit(change)
-            since = batch.rev
+            self._last = batch.rev
             if not batch.more:
-                return since
+                return
 
-
-@asynccontextmanager
-async def open_feed(
-    who: Principal,
-    hub: Hub,
-    read_changes: ReadChanges,
-    on_close: OnClose,
-    *,
-    queue_size: int,
-) -> AsyncIterator[Feed]:
-    """A feed attached to the hub and announced in presence for the block's duration.
-
-    Holds one of the hub's setup places (``Hub.admit``) until ``run`` has caught up."""
-    slot = await hub.admit()
-    feed = Feed(who, read_changes, on_close, queue_size, on_live=slot.release)
-    hub.attach(feed)
-    try:
-        await hub.announce(who.user_id, who.session_id, connected=True)
-        yield feed
-    finally:
-        slot.release()
-        hub.detach(feed)
-        with trio.CancelScope(shield=True), trio.move_on_after(hub.announce_timeout):
-            await hub.announce(who.user_id, who.session_id, connected=False)
+    def _decide(self, item: Item) -> FeedEvent | _Gap | None:
+        """What one hub item means for this reader: an event to emit, a gap, or nothing."""
+        match item:
+            case events.TodoChanged(change=change):
+                if change.rev == self._last + 1:
+                    self._last = change.rev
+                    return change
+                return GAP if change.rev > self._last else None
+            case Refill():
+                return GAP
+            case events.SessionChanged(op=op, session=session):
+                return SessionEvent(op, session)
+            case OnlineNow(online=online):
+                return Online(online)
+        return None

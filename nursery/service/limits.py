@@ -1,9 +1,9 @@
 """Which actions are rate limited, by what key, and what happens when the counters are down.
 
-Limits are ``"COUNT/SECONDS"`` strings in the settings (e.g. ``"10/60"``: ten per minute,
-bursts included). Keys: login per account and per client address (brute force), register per
-client address, writes per user. Websocket messages per connection are limited in
-``service.sync`` (no shared counter needed for one connection).
+Limits are ``Rate``s from the settings (e.g. ``10/60s``: ten per minute, bursts included).
+Keys: login per account and per client address (brute force), register per client address,
+writes per user. Websocket messages per connection are limited in ``service.session`` (no
+shared counter needed for one connection).
 
 Writes are the hot path: with a ``write_limiter`` (``pubsub.local_first``) they are checked in
 this process and shared with the other instances in batches, so a user may exceed the limit
@@ -26,35 +26,24 @@ from nursery.pubsub.ratelimit import Rate, RateLimiter
 log = logging.getLogger(__name__)
 
 
-def parse_rate(text: str) -> Rate:
-    try:
-        count, per = text.split("/")
-        rate = Rate(int(count), float(per))
-    except ValueError:
-        raise ValueError(f"a rate is COUNT/SECONDS, like 10/60, not {text!r}") from None
-    if rate.count <= 0 or rate.per <= 0:
-        raise ValueError(f"a rate needs a positive count and period, not {text!r}")
-    return rate
-
-
 class Limits:
     def __init__(
         self,
         limiter: RateLimiter,
         *,
-        login_per_account: str,
-        login_per_client: str,
-        register_per_client: str,
-        writes_per_user: str,
+        login_per_account: Rate,
+        login_per_client: Rate,
+        register_per_client: Rate,
+        writes_per_user: Rate,
         on_limited: Callable[[str], None] = lambda kind: None,
         write_limiter: RateLimiter | None = None,
     ) -> None:
         self._limiter = limiter
         self._write_limiter = write_limiter or limiter
-        self._login_account = parse_rate(login_per_account)
-        self._login_client = parse_rate(login_per_client)
-        self._register_client = parse_rate(register_per_client)
-        self._writes = parse_rate(writes_per_user)
+        self._login_account = login_per_account
+        self._login_client = login_per_client
+        self._register_client = register_per_client
+        self._writes = writes_per_user
         self._on_limited = on_limited
         self._failed_open = 0
 

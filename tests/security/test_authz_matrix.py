@@ -27,7 +27,7 @@ import httpx
 import pytest
 import trio
 from graphql import GraphQLObjectType
-from quart import Quart
+from nursery.edge import Edge
 from trio_websocket import open_websocket_url
 
 import nursery.app
@@ -71,27 +71,27 @@ QUERIES = {"me", "sessions", "todos", "todo", "changes"}
 
 
 @pytest.fixture
-def apps(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Quart]]:
-    """The Quart apps of the instances the test starts, to read their URL maps."""
-    created: list[Quart] = []
-    original = nursery.app.create_app
+def edges(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Edge]]:
+    """The edges of the instances the test starts, to read their routes."""
+    created: list[Edge] = []
+    original = nursery.app.create_edge
 
     def capturing(services: Any) -> Any:
-        app = original(services)
-        created.append(app)
-        return app
+        edge = original(services)
+        created.append(edge)
+        return edge
 
-    monkeypatch.setattr("nursery.server.create_app", capturing)
+    monkeypatch.setattr("nursery.server.create_edge", capturing)
     yield created
 
 
-def api_routes(app: Quart) -> list[tuple[str, str]]:
-    """(method, OpenAPI-style path) of every /api route the app serves."""
+def api_routes(edge: Edge) -> list[tuple[str, str]]:
+    """(method, OpenAPI-style path) of every /api route the edge serves."""
     routes = set()
-    for rule in app.url_map.iter_rules():
-        if rule.rule.startswith("/api/") and not rule.websocket:
-            path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
-            routes |= {(m, path) for m in (rule.methods or ()) if m not in {"HEAD", "OPTIONS"}}
+    for pattern, methods in edge.router.patterns():
+        if pattern.startswith("/api/"):
+            path = re.sub(r"<([^>]+)>", r"{\1}", pattern)
+            routes |= {(m, path) for m in methods}
     return sorted(routes)
 
 
@@ -171,11 +171,11 @@ def graphql_problem(r: httpx.Response, code: str, markers: set[str], what: str) 
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_bad_credentials_are_refused_everywhere(database_url: str, apps: list[Quart], kind: str) -> None:
+async def test_bad_credentials_are_refused_everywhere(database_url: str, edges: list[Edge], kind: str) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
             world = await build_world(nursery, database_url, client)
-            routes = api_routes(apps[0])
+            routes = api_routes(edges[0])
             spec = (await client.get(f"{world.main.url}/openapi.json")).json()["paths"]
             before = await world.victim_state()
             credential = await world.credential(kind)
@@ -278,11 +278,11 @@ async def websocket_refusals(world: World, credential: Credential) -> list[str]:
 # -- another user's ids --------------------------------------------------------------------------
 
 
-async def test_another_users_ids_are_404_and_nothing_of_theirs_leaks(database_url: str, apps: list[Quart]) -> None:
+async def test_another_users_ids_are_404_and_nothing_of_theirs_leaks(database_url: str, edges: list[Edge]) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
             world = await build_world(nursery, database_url, client)
-            routes = api_routes(apps[0])
+            routes = api_routes(edges[0])
             before = await world.victim_state()
             problems = await rest_foreign_ids(world, routes)
             problems += await graphql_foreign_ids(world)

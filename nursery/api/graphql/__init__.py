@@ -13,43 +13,37 @@ The package, by job:
     engine         parse → validate → execute / subscribe, for both transports
     trio_execution graphql-core's executor made Trio-correct (the one place)
     endpoint       HTTP
-    protocol       graphql-transport-ws messages (no I/O)
-    connection     one websocket connection's lifetime
-    live           the connection and its feeds in the hub
+    connection     the websocket's messages (a session ``Vocabulary``)
+    live           a subscription's feed
     explorer       the GET page
 """
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, websocket
+from quart import Blueprint, Response
 
-from nursery.api.transport import QuartTransport
+from nursery.api.security import client_address
 from nursery.config import Settings
+from nursery.edge.http import Request
+from nursery.edge.router import Router, SocketOutcome
+from nursery.edge.websocket import WebSocket
+from nursery.protocol import graphql_ws
 from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
-from nursery.service.limits import parse_rate
+from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
 
-from . import protocol
-from .connection import GraphQLWsSession, WsLimits
+from .connection import GraphQLSocket
 from .endpoint import GraphQLEndpoint
 from .engine import Engine
 from .schema import build_schema
 
 
-def graphql_blueprint(accounts: Accounts, todos: Todos, hub: Hub, settings: Settings) -> Blueprint:
+def graphql_blueprint(engine: Engine, accounts: Accounts, todos: Todos, settings: Settings) -> Blueprint:
+    """GraphQL over HTTP, served by the Quart app."""
     bp = Blueprint("graphql", __name__)
-    engine = Engine(build_schema())
     endpoint = GraphQLEndpoint(
         engine, accounts, todos, trust_proxy_headers=settings.trust_proxy_headers
-    )
-    limits = WsLimits(
-        init_timeout=settings.ws_hello_timeout,
-        ping_interval=settings.ws_ping_interval,
-        ping_timeout=settings.ws_ping_timeout,
-        send_timeout=settings.ws_send_timeout,
-        queue_size=settings.ws_queue_size,
-        message_rate=parse_rate(settings.ws_message_rate),
     )
 
     @bp.post("/graphql")
@@ -60,27 +54,33 @@ def graphql_blueprint(accounts: Accounts, todos: Todos, hub: Hub, settings: Sett
     async def get() -> Response:
         return await endpoint.get()
 
-    @bp.websocket("/graphql")
-    async def subscriptions() -> None:
-        if protocol.SUBPROTOCOL not in websocket.requested_subprotocols:
-            await websocket.accept()
-            await websocket.close(protocol.SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
-            return
-        await websocket.accept(subprotocol=protocol.SUBPROTOCOL)
-        session = GraphQLWsSession(
-            QuartTransport(), engine=engine, accounts=accounts, todos=todos, hub=hub,
-            client=_websocket_client(settings.trust_proxy_headers), limits=limits,
-        )
-        await session.run()
-
     return bp
 
 
-def _websocket_client(trust_proxy_headers: bool) -> str:
-    """``api.rest.client_address`` for a websocket (which has no ``request``): the same rule."""
-    if trust_proxy_headers:
-        forwarded = websocket.headers.get("X-Forwarded-For", "")
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return websocket.remote_addr or "unknown"
+def graphql_router(
+    engine: Engine, accounts: Accounts, todos: Todos, hub: Hub, *, settings: Settings,
+    limits: SessionLimits, observer: SessionObserver,
+) -> Router:
+    """The ``graphql-transport-ws`` websocket on /graphql, served by the edge."""
+    router = Router()
+
+    @router.websocket("/graphql", subprotocol=graphql_ws.SUBPROTOCOL, plain_http=True)
+    async def subscriptions(request: Request, ws: WebSocket) -> SocketOutcome:
+        session = Session(
+            ws, authenticate=accounts.authenticate, hub=hub, limits=limits, observer=observer
+        )
+        client = client_address(
+            request.headers.get("x-forwarded-for"), request.client[0], settings.trust_proxy_headers
+        )
+        vocabulary = GraphQLSocket(
+            session, engine=engine, accounts=accounts, todos=todos, client=client,
+            queue_size=limits.queue_size,
+        )
+        code, reason = await session.run(vocabulary)
+        request.who = session.who
+        return SocketOutcome(code, reason, session.frames_in, session.frames_out)
+
+    return router
+
+
+__all__ = ["Engine", "build_schema", "graphql_blueprint", "graphql_router"]

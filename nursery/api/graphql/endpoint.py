@@ -19,7 +19,7 @@ from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from nursery.api.errors import json_dumps
-from nursery.api.rest import client_address
+from nursery.api.security import client_address
 from nursery.errors import TooLarge
 from nursery.service.accounts import Accounts
 from nursery.service.todos import Todos
@@ -28,7 +28,7 @@ from .context import Caller, Context
 from .engine import BadRequest, Engine, GraphQLRequest, Operation
 from .errors import INVALID, MALFORMED, error
 from .explorer import CSP, explorer_page
-from .protocol import bearer_token
+from nursery.protocol.graphql_ws import bearer_token
 
 
 def _json(body: dict[str, Any], status: int = 200, **headers: str) -> Response:
@@ -93,6 +93,8 @@ class GraphQLEndpoint:
             return _refused(405, "mutations must be sent with POST", INVALID, Allow="POST")
         header = request.headers.get("Authorization")
         caller = Caller(self._accounts, bearer_token(header) if header else None)
-        client = client_address(self._trust_proxy_headers)
+        client = client_address(
+            request.headers.get("X-Forwarded-For"), request.remote_addr, self._trust_proxy_headers
+        )
         context = Context(self._accounts, self._todos, caller, client)
         return _json(await self._engine.execute(operation, context))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from nursery.api.graphql import protocol
-from nursery.api.graphql.protocol import (
+from nursery.protocol import graphql_ws as protocol
+from nursery.protocol.graphql_ws import (
     BAD_MESSAGE,
     Complete,
     ConnectionInit,

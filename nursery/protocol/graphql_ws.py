@@ -7,8 +7,8 @@ once), ``ping``/``pong`` (any time), ``subscribe`` (``id`` + ``payload``: a Grap
 ``pong``, ``next`` (a result), ``error`` (the operation failed before producing results),
 ``complete`` (the operation is done).
 
-Anything that is not such a message is a ``ProtocolError`` carrying the protocol's close code.
-The codes of the protocol and the ones nursery adds (from the feed, as on /ws) are below.
+Anything that is not such a message is a ``ProtocolError`` carrying the protocol's close code
+(``close_codes.GRAPHQL_*``).
 """
 
 from __future__ import annotations
@@ -17,29 +17,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-SUBPROTOCOL = "graphql-transport-ws"
+from nursery.protocol.close_codes import GRAPHQL_BAD_MESSAGE as BAD_MESSAGE
+from nursery.protocol.close_codes import ProtocolError
 
-# Close codes of the protocol.
-BAD_MESSAGE = 4400  # not a message of this protocol
-UNAUTHORIZED = 4401  # subscribe before connection_ack
-FORBIDDEN = 4403  # connection_init refused (bad or missing credentials)
-SUBPROTOCOL_NOT_ACCEPTABLE = 4406
-INIT_TIMEOUT = 4408
-DUPLICATE_ID = 4409
-TOO_MANY_INITS = 4429
-INTERNAL_ERROR = 4500
-# nursery's (as on /ws): 1012 restarting, 4001 revoked, 4008 too slow, 4029 too many
-# messages, 1013 store down.
+SUBPROTOCOL = "graphql-transport-ws"
 
 MAX_ID = 128
 MAX_TOKEN = 4096
-
-
-class ProtocolError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,18 @@
+"""The edge: the instance's one listening port, on Trio, for HTTP/1.1 and websockets.
+
+    listener   ``Edge``: accepting, answering, the request log and metrics, draining
+    http       one connection's HTTP/1.1 (httptools)
+    router     the edge's routes: REST handlers and websocket endpoints
+    websocket  RFC 6455: the handshake and frames, as a session ``Transport``
+    asgi       what the edge does not serve itself goes to the Quart app
+
+Why not Hypercorn: see bench/README.md (memory and CPU per websocket and per request).
+"""
+
+from nursery.edge.http import Request as Request
+from nursery.edge.http import Response as Response
+from nursery.edge.listener import Edge as Edge
+from nursery.edge.listener import EdgeError as EdgeError
+from nursery.edge.listener import EdgeLimits as EdgeLimits
+from nursery.edge.router import Router as Router
+from nursery.edge.router import SocketOutcome as SocketOutcome

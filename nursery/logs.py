@@ -1,0 +1,120 @@
+"""The instance's logs: readable text by default, one JSON object per line when asked
+(``NURSERY_LOG_FORMAT=json``), and the access log: one line per HTTP request and one per
+websocket session.
+
+Every line carries the instance's name; a line written while a request is being answered
+carries its request id too (``X-Request-ID``: the client's if it sent a sane one, else ours,
+returned in the response), so an error logged deep down can be matched with its request.
+
+    http POST /api/todos/<todo_id> 201 2.1ms user=… session=… rid=…      (text)
+    {"ts": "…", "level": "info", "logger": "nursery.access", "event": "http", "method": "POST",
+     "route": "/api/todos/<todo_id>", "status": 201, "ms": 2.1, "user": "…", "rid": "…", …}
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import secrets
+import sys
+import time
+from typing import Any
+
+ACCESS = "nursery.access"
+FORMATS = ("text", "json")
+MAX_REQUEST_ID = 128
+TEXT_FIELDS = ("user", "session", "in", "out", "reason")  # the rest is in the message
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+access_log = logging.getLogger(ACCESS)
+
+
+def new_request_id(offered: str | None) -> str:
+    """The client's ``X-Request-ID`` if it is short and printable, else a new one."""
+    if offered and len(offered) <= MAX_REQUEST_ID and offered.isprintable() and " " not in offered:
+        return offered
+    return secrets.token_hex(8)
+
+
+class _Context(logging.Filter):
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.instance = self.instance
+        record.rid = request_id.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(instance)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None) or {}
+        extra = [f"{k}={fields[k]}" for k in TEXT_FIELDS if fields.get(k) not in (None, "")]
+        rid = getattr(record, "rid", "")
+        if rid:
+            extra.append(f"rid={rid}")
+        return f"{text} {' '.join(extra)}" if extra else text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "instance": getattr(record, "instance", ""),
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "rid", "")
+        if rid:
+            body["rid"] = rid
+        body.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            body["error"] = self.formatException(record.exc_info)
+        return json.dumps(body, default=str, separators=(",", ":"))
+
+
+def configure(level: str, form: str, instance: str) -> None:
+    """Send every log line to stderr in ``form`` ("text" or "json"), tagged with ``instance``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter())
+    handler.addFilter(_Context(instance))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def http(method: str, route: str, path: str, status: int, seconds: float, who: Any) -> None:
+    """The access log line of one HTTP request (``who``: the principal, if authenticated)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    ms = round(seconds * 1000, 1)
+    fields = {"event": "http", "method": method, "route": route, "path": path,
+              "status": status, "ms": ms, **_ids(who)}
+    access_log.info("http %s %s %d %.1fms", method, route, status, ms, extra={"fields": fields})
+
+
+def websocket(
+    path: str, code: int | None, reason: str, seconds: float, frames_in: int, frames_out: int,
+    who: Any,
+) -> None:
+    """The access log line of one websocket session (``code`` None: the client left)."""
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields = {"event": "websocket", "path": path, "close": code, "reason": reason,
+              "seconds": round(seconds, 1), "in": frames_in, "out": frames_out, **_ids(who)}
+    access_log.info("websocket %s closed %s after %.1fs", path, code if code is not None else "by the client",
+                    seconds, extra={"fields": fields})
+
+
+def _ids(who: Any) -> dict[str, str]:
+    if who is None:
+        return {}
+    return {"user": who.user_id, "session": who.session_id}
