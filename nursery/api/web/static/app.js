@@ -437,47 +437,52 @@ $("#clear-done").addEventListener("click", () => {
 });
 
 // -- delete, and its undo -----------------------------------------------------------------
-// A delete is held back in the outbox while "Undo" is offered (a few seconds, until the next
-// delete, or a reload); Undo then takes it back before the server ever sees it.
+// A delete goes out at once (other devices see it live). "Undo" is offered for a few
+// seconds: a delete still in the outbox (offline) is simply taken back; one the server has
+// done is undone by creating the todo again, with all its fields (a new id, so it comes back
+// at the end of the list).
 
-let undoable = null; // {keys, timer}
+let undoable = null; // {keys, todos, timer}
 
 function deleteTodos(ids) {
   if (!outbox || ids.length === 0) return;
   const focused = document.activeElement?.closest?.("#todo-list li");
   const next = focused && ids.includes(focused.dataset.id)
     && (focused.nextElementSibling || focused.previousElementSibling);
-  const titles = ids.map((id) => shown.get(id)?.title ?? "");
-  const keys = ids.map((id, i) => outbox.remove(id, titles[i], UNDO_MS).key);
-  offerUndo(keys, ids.length === 1 ? `Deleted “${titles[0]}”.` : `Deleted ${ids.length} todos.`);
+  const todos = ids.map((id) => shown.get(id)).filter(Boolean);
+  const keys = todos.map((t) => outbox.remove(t.id, t.title).key);
+  offerUndo(keys, todos,
+    todos.length === 1 ? `Deleted “${todos[0].title}”.` : `Deleted ${todos.length} todos.`);
   renderTodos();
   // Keep keyboard users in the list: focus moves to the neighbouring row.
   if (focused) (next?.querySelector(".toggle") ?? $("#new-title")).focus();
 }
 
-function offerUndo(keys, text) {
+function offerUndo(keys, todos, text) {
   hideUndo();
   $("#undo-text").textContent = text;
   $("#undo-toast").hidden = false;
-  undoable = { keys, timer: setTimeout(hideUndo, UNDO_MS) };
+  undoable = { keys, todos, timer: setTimeout(hideUndo, UNDO_MS) };
 }
 
-/** The offer ends: its deletes go out now. */
 function hideUndo() {
   if (!undoable) return;
   clearTimeout(undoable.timer);
-  outbox?.release(undoable.keys);
   undoable = null;
   $("#undo-toast").hidden = true;
 }
 
 function undo() {
   if (!undoable || !outbox) return;
-  const { keys } = undoable;
-  undoable.keys = [];
+  const { keys, todos } = undoable;
   hideUndo();
-  if (outbox.undo(keys)) renderTodos();
-  else alertUser("Too late to undo: it was already deleted.");
+  const takenBack = outbox.takeBack(keys);
+  todos.forEach((todo, i) => {
+    if (takenBack.has(keys[i])) return;
+    const { title, notes, done, due, tags } = todo;
+    outbox.create({ title, notes, done, due, tags });
+  });
+  renderTodos();
 }
 
 $("#undo").addEventListener("click", undo);
@@ -527,6 +532,7 @@ $("#editor-form").addEventListener("submit", (event) => {
 });
 
 $("#editor").addEventListener("close", () => { editing = null; });
+$("#editor-cancel").addEventListener("click", () => $("#editor").close());
 
 // -- keyboard shortcuts (see the list in index.html) --------------------------------------
 
@@ -679,6 +685,7 @@ $("#signout-others").addEventListener("click", async () => {
 });
 
 setInterval(renderDevices, 60_000); // "last seen 5 minutes ago" ages
+window.addEventListener("online", () => outbox?.flush());
 
 // -- start --------------------------------------------------------------------------------
 

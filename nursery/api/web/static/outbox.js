@@ -21,10 +21,10 @@
 //   {seq, key, op: "create", id: "local-<key>", fields, at}   id: a stand-in until created
 //   {seq, key, op: "update", id, fields, base?}  base: {rev, <field>: value the user saw},
 //                                                  only for edits that must not overwrite
-//   {seq, key, op: "delete", id, title, holdUntil}   held back while "Undo" is offered
+//   {seq, key, op: "delete", id, title}
 // plus `uid` (never changes: how tabs tell entries apart), `sent` (tried at least once: its
-// body must not change any more) and, for a conflict, `conflict: {theirs}`. Entries of one todo go out in order; a held or conflicting entry
-// holds back the later entries of its todo only.
+// body must not change any more) and, for a conflict, `conflict: {theirs}`. Entries of one
+// todo go out in order; a conflict holds back the later entries of its todo only.
 
 import { newKey } from "./api.js";
 
@@ -73,9 +73,7 @@ export class Outbox {
     this.lockName = lockName;
     this.callbacks = callbacks;
     // A reload ends every "Undo" offer: held deletes go out.
-    this.entries = entries.map((e) => ({
-      ...e, saved: Promise.resolve(), ...(e.op === "delete" ? { holdUntil: 0 } : {}),
-    }));
+    this.entries = entries.map((e) => ({ ...e, saved: Promise.resolve() }));
     this.dropped = new Set(); // uids, until the store has forgotten them too
     this.sending = false;
     this.again = false;
@@ -115,28 +113,16 @@ export class Outbox {
     return this.add({ key: newKey(), op: "update", id, fields, base });
   }
 
-  remove(id, title, holdMs = 0) {
-    return this.add({ key: newKey(), op: "delete", id, title, holdUntil: Date.now() + holdMs });
+  remove(id, title) {
+    return this.add({ key: newKey(), op: "delete", id, title });
   }
 
-  /** Take back held deletes (Undo); false when they are already on their way. */
-  undo(keys) {
-    const held = this.entries.filter((e) => keys.includes(e.key) && !e.sent);
-    if (held.length !== keys.length) return false;
-    for (const entry of held) this.drop(entry);
-    this.changed();
-    return true;
-  }
-
-  /** Send held deletes now (their "Undo" is no longer offered). */
-  release(keys) {
-    for (const entry of this.entries) {
-      if (keys.includes(entry.key) && entry.holdUntil) {
-        entry.holdUntil = 0;
-        this.persist(entry);
-      }
-    }
-    this.flush();
+  /** Take back entries not sent yet (Undo while offline); returns the keys taken back. */
+  takeBack(keys) {
+    const unsent = this.entries.filter((e) => keys.includes(e.key) && !e.sent);
+    for (const entry of unsent) this.drop(entry);
+    if (unsent.length) this.changed();
+    return new Set(unsent.map((e) => e.key));
   }
 
   /** The user settled a conflict: keep mine (send it over theirs) or take theirs. */
@@ -200,7 +186,9 @@ export class Outbox {
 
   /** Send what can be sent; safe to call any time (one sender per device). */
   async flush() {
-    if (this.stopped) return;
+    // Offline, an attempt cannot succeed; not making one keeps entries unsent, so that
+    // Undo can still take them back. The page flushes again when the network returns.
+    if (this.stopped || navigator.onLine === false) return;
     if (this.sending) {
       this.again = true;
       return;
@@ -217,12 +205,11 @@ export class Outbox {
     }
   }
 
-  /** The first entry that may go now: not held, no conflict, nothing of its todo before it. */
+  /** The first entry that may go now: no conflict, nothing of its todo waiting before it. */
   next() {
     const waiting = new Set();
-    const now = Date.now();
     for (const entry of this.entries) {
-      const blocked = waiting.has(entry.id) || entry.conflict || entry.holdUntil > now
+      const blocked = waiting.has(entry.id) || entry.conflict
         || (isLocalId(entry.id) && entry.op !== "create");
       if (!blocked) return entry;
       waiting.add(entry.id);
@@ -243,12 +230,6 @@ export class Outbox {
       }
       this.failures = 0;
       if (outcome === "stop") return;
-    }
-    // Held deletes go out when their hold ends.
-    const held = this.entries.filter((e) => e.holdUntil > Date.now());
-    if (held.length && !this.stopped) {
-      const soonest = Math.min(...held.map((e) => e.holdUntil));
-      this.timer = setTimeout(() => this.flush(), soonest - Date.now() + 10);
     }
   }
 
