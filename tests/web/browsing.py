@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,14 @@ def rows(page: Page) -> list[dict[str, Any]]:
 
 
 def expect_same_rows(page: Page, expected: list[dict[str, Any]], timeout: float) -> None:
-    """Wait (at most ``timeout`` ms) until ``page`` shows exactly ``expected``."""
-    try:
-        page.wait_for_function(f"(expected) => JSON.stringify(({ROWS_JS})()) === expected",
-                               arg=json.dumps(expected, ensure_ascii=False), timeout=timeout)
-    except Exception:
-        assert rows(page) == expected  # shows the difference
-        raise
+    """Wait (at most ``timeout`` ms) until ``page`` shows exactly ``expected``. Polled, like
+    Playwright's own ``expect`` (``wait_for_function`` would need eval, which the page's CSP
+    forbids)."""
+    deadline = time.monotonic() + timeout / 1000
+    while (shown := rows(page)) != expected:
+        if time.monotonic() > deadline:
+            assert shown == expected, f"not the same within {timeout} ms"
+        page.wait_for_timeout(20)
 
 
 def edit_todo(page: Page, which: str, **fields: str) -> None:
