@@ -28,6 +28,7 @@ class Instance:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None  # where ``python -m nursery`` finds the package (None: ours)
 
     @property
     def url(self) -> str:
@@ -39,7 +40,7 @@ class Instance:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nursery", "serve", "--port", str(self.port),
                  "--data-dir", str(self.log_path.parent / self.name)],
-                env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # no terminal ^C
             )
 

@@ -692,7 +692,10 @@ window.addEventListener("online", () => outbox?.flush());
 registerServiceWorker({
   onUpdate: (apply) => {
     $("#update-toast").hidden = false;
-    $("#update-apply").onclick = apply;
+    $("#update-apply").onclick = async () => {
+      await outbox?.stored(); // the reload must not cut the last write's storing short
+      apply();
+    };
   },
 });
 

@@ -100,6 +100,11 @@ export class Outbox {
     return this.entries.filter((e) => e.conflict);
   }
 
+  /** Resolves once every entry made so far is stored (before the page goes away on purpose). */
+  async stored() {
+    await Promise.all(this.entries.map((e) => e.saved));
+  }
+
   // -- the user's actions -------------------------------------------------------------------
 
   create(fields) {

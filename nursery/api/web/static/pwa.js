@@ -27,12 +27,15 @@ export async function registerServiceWorker({ onUpdate }) {
   navigator.serviceWorker.addEventListener("controllerchange", () => {
     if (accepted) location.reload();
   });
-  if (registration.waiting) offer(registration.waiting);
-  registration.addEventListener("updatefound", () => {
-    const worker = registration.installing;
-    worker?.addEventListener("statechange", () => {
-      if (worker.state === "installed") offer(worker);
-    });
-  });
+  // A new worker may be installing already (this very navigation started it, before this
+  // script ran), installed and waiting, or found later.
+  const watch = (worker) => {
+    if (!worker) return;
+    if (worker.state === "installed") offer(worker);
+    else worker.addEventListener("statechange", () => { if (worker.state === "installed") offer(worker); });
+  };
+  watch(registration.waiting);
+  watch(registration.installing);
+  registration.addEventListener("updatefound", () => watch(registration.installing));
   setInterval(() => registration.update().catch(() => {}), CHECK_EVERY_MS);
 }
