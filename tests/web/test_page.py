@@ -199,3 +199,111 @@ def layout(page: Any) -> dict[str, Any]:
           return [s, [r.x, r.y, r.width, r.height]];
         }))""")
     return boxes
+
+
+def test_the_whole_todo_from_the_keyboard(pages: Pages, cluster: Cluster) -> None:
+    """Shortcuts, search, tag filter, undo, clear completed, and changes from another device
+    read out (the live region); the other device sees each step."""
+    email = cluster.register(PASSWORD)
+    desk = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "desk"))
+    phone = pages.open(cluster.b.url, login=cluster.login(email, PASSWORD, "phone"))
+    expect_state(desk, "live")
+    expect_state(phone, "live")
+    keys = desk.keyboard
+    desk.evaluate("""() => {  // everything the desk's live region says, in order
+      window.said = [];
+      new MutationObserver(() => window.said.push(document.querySelector('#announcer').textContent))
+        .observe(document.querySelector('#announcer'), {childList: true, characterData: true, subtree: true});
+    }""")
+
+    desk.locator("body").click(position={"x": 2, "y": 2})
+    keys.press("n")  # new todo
+    expect(desk.get_by_label("New todo")).to_be_focused()
+    for title in ["pay rent", "call mum", "fix bike"]:
+        keys.type(title)
+        keys.press("Enter")
+    expect(desk.locator("#todo-list li")).to_have_count(3)
+    expect(phone.locator("#todo-list li")).to_have_count(3, timeout=SECOND)
+    # The desk's own writes are not read out to the desk; the phone hears of them.
+    expect(phone.locator("#announcer")).to_contain_text("was added", timeout=SECOND)
+
+    todo(desk, "pay rent").focus()
+    keys.press("j")  # next todo
+    expect(todo(desk, "call mum")).to_be_focused()
+    keys.press("x")  # done
+    expect(todo(phone, "call mum")).to_be_checked(timeout=SECOND)
+    keys.press("ArrowDown")
+    expect(todo(desk, "fix bike")).to_be_focused()
+    keys.press("e")  # edit: tags and a due day
+    editor = desk.get_by_role("dialog", name="Edit “fix bike”")
+    expect(editor).to_be_visible()
+    editor.get_by_label("Tags").fill("errands, outside")
+    editor.get_by_label("Due date").fill("2026-12-01")
+    editor.get_by_label("Tags").press("Enter")  # saves
+    expect(editor).to_be_hidden()
+    expect(todo(desk, "fix bike")).to_be_focused()
+    todo(phone, "pay rent").check()  # from the other device: read out on the desk
+    expect(desk.locator("#announcer")).to_have_text(
+        "On another device: “pay rent” was marked done.", timeout=SECOND)
+
+    # Search and tag filter (local: they work offline too).
+    keys.press("/")
+    expect(desk.get_by_label("Search")).to_be_focused()
+    keys.type("MUM")
+    expect(desk.locator("#todo-list li")).to_have_count(1)
+    expect(todo(desk, "call mum")).to_be_visible()
+    keys.press("Escape")  # clears the search
+    expect(desk.locator("#todo-list li")).to_have_count(3)
+    desk.get_by_label("Tag", exact=True).select_option("errands")
+    expect(desk.locator("#todo-list li")).to_have_count(1)
+    expect(todo(desk, "fix bike")).to_be_visible()
+    desk.get_by_label("Tag", exact=True).select_option("")
+
+    # Delete with the keyboard, undo: the todo comes back with its fields, everywhere.
+    todo(desk, "fix bike").focus()
+    keys.press("Delete")
+    expect(todo(desk, "fix bike")).to_have_count(0)
+    expect(todo(phone, "fix bike")).to_have_count(0, timeout=SECOND)
+    expect(desk.locator("#undo-text")).to_have_text("Deleted “fix bike”.")
+    keys.press("Control+z")
+    expect(todo(desk, "fix bike")).to_be_visible()
+    expect(todo(phone, "fix bike")).to_be_visible(timeout=SECOND)
+    restored = phone.locator("#todo-list li").filter(has=todo(phone, "fix bike"))
+    expect(restored.locator(".tag")).to_have_text(["#errands", "#outside"])
+
+    # Clear completed: both done todos go, one Undo brings both back.
+    desk.get_by_role("button", name="Clear completed").click()
+    expect(desk.locator("#undo-text")).to_have_text("Deleted 2 todos.")
+    expect(phone.locator("#todo-list li")).to_have_count(1, timeout=SECOND)
+    desk.get_by_role("button", name="Undo").click()
+    expect(phone.locator("#todo-list li")).to_have_count(3, timeout=SECOND)
+    expect(todo(phone, "call mum")).to_be_checked()
+
+    keys.press("?")
+    expect(desk.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+    keys.press("Escape")
+    expect(desk.get_by_role("dialog", name="Keyboard shortcuts")).to_be_hidden()
+    # The desk heard of the phone's one change, and of none of its own.
+    assert desk.evaluate("window.said") == ["On another device: “pay rent” was marked done."]
+
+
+def test_signing_out_the_other_devices_asks_first(pages: Pages, cluster: Cluster) -> None:
+    email = cluster.register(PASSWORD)
+    laptop = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "laptop"))
+    phone = pages.open(cluster.b.url, login=cluster.login(email, PASSWORD, "phone"))
+    expect_state(laptop, "live")
+    expect(laptop.locator("#device-list li")).to_have_count(3)  # laptop, phone, setup
+
+    laptop.get_by_role("button", name="Sign out all other devices").click()
+    dialog = laptop.get_by_role("dialog")
+    expect(dialog).to_contain_text("Sign out your 2 other devices?")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect_state(phone, "live")
+    expect(laptop.locator("#device-list li")).to_have_count(3)
+
+    laptop.get_by_role("button", name="Sign out all other devices").click()
+    laptop.get_by_role("button", name="Sign them out").click()
+    expect(phone.get_by_role("heading", name="Sign in")).to_be_visible(timeout=SECOND)
+    expect(laptop.locator("#device-list li")).to_have_count(1)
+    expect_state(laptop, "live")
