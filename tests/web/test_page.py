@@ -106,6 +106,18 @@ def test_tabs_of_one_browser_are_one_device(pages: Pages, cluster: Cluster) -> N
     expect_state(second, "live")
     expect(second.locator("#device-list li")).to_have_count(2)  # desk (twice connected), setup
 
+    # One outbox for the device: a write made offline in one tab shows pending in the other,
+    # and is sent once when the network returns.
+    first.context.set_offline(True)
+    expect_state(first, "offline", timeout=2 * SECOND)
+    add_todo(first, "from the first tab")
+    expect(second.locator("#todo-list li.pending")).to_have_count(1, timeout=SECOND)
+    expect(todo(second, "from the first tab")).to_be_visible()
+    first.context.set_offline(False)
+    expect(second.locator("#pending")).to_have_text("", timeout=2 * SECOND)
+    expect(first.locator("#pending")).to_have_text("")
+    expect(second.locator("#todo-list li")).to_have_count(1)
+
     first.get_by_role("button", name="Sign out", exact=True).click()
     expect(second.get_by_role("heading", name="Sign in")).to_be_visible(timeout=SECOND)
     expect(second.locator("#signin-notice")).to_have_text("You signed out in another tab.")

@@ -145,9 +145,11 @@ async function enter(value, { focus = false } = {}) {
     mirror: () => (live === mirror ? mirror : null),
     lockName: `nursery-outbox-${value.user.id}`,
     entries: kept.outbox,
-    onChange: () => {
+    onChange: (here = true) => {
       scheduleRender();
-      channel?.postMessage("outbox");
+      // Tell this device's other tabs (not when we only read what one of them stored:
+      // that would echo back and forth).
+      if (here) channel?.postMessage("outbox");
     },
     onRefused: alertUser,
     onConfirmed: (todo) => {

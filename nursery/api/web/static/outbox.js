@@ -63,7 +63,8 @@ export class Outbox {
   /**
    * api: the Api (with the token); store: the LocalStore; mirror(): the LiveTodos now;
    * lockName: one sender per device across tabs (Web Locks).
-   * Callbacks: onChange() entries changed; onRefused(message) an entry was dropped;
+   * Callbacks: onChange(here) entries changed (`here`: by this tab, not read from the store);
+   * onRefused(message) an entry was dropped;
    * onConfirmed(todo|{id}) the server has it (rev known); onSignedOut().
    */
   constructor({ api, store, mirror, lockName, entries = [], ...callbacks }) {
@@ -184,7 +185,7 @@ export class Outbox {
         .map((e) => ours.get(e.uid) ?? { ...e, saved: Promise.resolve() }),
       ...this.entries.filter((e) => e.seq === undefined && !storedUids.has(e.uid)),
     ];
-    this.callbacks.onChange?.();
+    this.callbacks.onChange?.(false);
   }
 
   // -- sending --------------------------------------------------------------------------------
