@@ -149,7 +149,10 @@ async function enter(value, { focus = false } = {}) {
       scheduleRender();
       // Tell this device's other tabs (not when we only read what one of them stored:
       // that would echo back and forth).
-      if (here) channel?.postMessage("outbox");
+      if (here) {
+        const told = channel;
+        outbox?.stored().then(() => { if (told && channel === told) told.postMessage("outbox"); });
+      }
     },
     onRefused: alertUser,
     onConfirmed: (todo) => {

@@ -76,6 +76,7 @@ export class Outbox {
     // A reload ends every "Undo" offer: held deletes go out.
     this.entries = entries.map((e) => ({ ...e, saved: Promise.resolve() }));
     this.dropped = new Set(); // uids, until the store has forgotten them too
+    this.writes = new Set(); // store writes under way
     this.sending = false;
     this.again = false;
     this.stopped = false;
@@ -101,9 +102,17 @@ export class Outbox {
     return this.entries.filter((e) => e.conflict);
   }
 
-  /** Resolves once every entry made so far is stored (before the page goes away on purpose). */
+  /** Resolves once every change made so far is in the store (before telling other tabs,
+   * or before the page goes away on purpose). */
   async stored() {
-    await Promise.all(this.entries.map((e) => e.saved));
+    await Promise.all([...this.writes]);
+  }
+
+  track(write) {
+    this.writes.add(write);
+    const forget = () => this.writes.delete(write);
+    write.then(forget, forget);
+    return write;
   }
 
   // -- the user's actions -------------------------------------------------------------------
@@ -156,16 +165,16 @@ export class Outbox {
   /** Store the entry. Puts are chained: the first one gives the entry its seq, which the
    * next ones need to replace it rather than add a copy. */
   persist(entry) {
-    entry.saved = (entry.saved ?? Promise.resolve())
+    entry.saved = this.track((entry.saved ?? Promise.resolve())
       .then(() => this.store.putEntry(stripped(entry)))
-      .then((seq) => { entry.seq = seq; });
+      .then((seq) => { entry.seq = seq; }));
     return entry.saved;
   }
 
   drop(entry) {
     this.entries = this.entries.filter((e) => e !== entry);
     this.dropped.add(entry.uid);
-    entry.saved.then(() => this.store.deleteEntry(entry.seq))
+    this.track(entry.saved.then(() => this.store.deleteEntry(entry.seq)))
       .then(() => this.dropped.delete(entry.uid));
   }
 
