@@ -101,3 +101,30 @@ class Cluster:
         assert r.status_code == 200, r.text
         body = r.json()
         return {"token": body["token"], "user": body["user"], "sessionId": body["session"]["id"]}
+
+
+class Server:
+    """The user's todos as the server has them (through the API, as a third device)."""
+
+    def __init__(self, cluster: Cluster, email: str, password: str,
+                 device: str = "checker") -> None:
+        self.url = cluster.b.url
+        token = cluster.login(email, password, device)["token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def create(self, title: str, **fields: Any) -> dict[str, Any]:
+        r = httpx.post(f"{self.url}/api/todos", json={"title": title, **fields},
+                       headers=self.headers)
+        assert r.status_code == 201, r.text
+        created: dict[str, Any] = r.json()["todo"]
+        return created
+
+    def todos(self) -> tuple[int, list[dict[str, Any]]]:
+        r = httpx.get(f"{self.url}/api/todos?limit=200", headers=self.headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["next_cursor"] is None
+        return body["rev"], sorted(body["items"], key=lambda t: (t["created_at"], t["id"]))
+
+    def titles(self) -> dict[str, bool]:
+        return {t["title"]: t["done"] for t in self.todos()[1]}

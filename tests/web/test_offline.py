@@ -14,10 +14,9 @@ import os
 import re
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.web.support import Cluster
+from tests.web.support import Cluster, Server
 
 if not os.environ.get("CI"):  # in CI a missing Playwright is an error, not a skip
     pytest.importorskip("playwright", reason="Playwright is not installed")
@@ -36,37 +35,11 @@ from tests.web.browsing import (
 )
 
 
-class Server:
-    """The user's todos as the server has them (through the API, as a third device)."""
-
-    def __init__(self, cluster: Cluster, email: str) -> None:
-        self.url = cluster.b.url
-        token = cluster.login(email, PASSWORD, "checker")["token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def create(self, title: str, **fields: Any) -> dict[str, Any]:
-        r = httpx.post(f"{self.url}/api/todos", json={"title": title, **fields},
-                       headers=self.headers)
-        assert r.status_code == 201, r.text
-        created: dict[str, Any] = r.json()["todo"]
-        return created
-
-    def todos(self) -> tuple[int, list[dict[str, Any]]]:
-        r = httpx.get(f"{self.url}/api/todos?limit=200", headers=self.headers)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["next_cursor"] is None
-        return body["rev"], sorted(body["items"], key=lambda t: (t["created_at"], t["id"]))
-
-    def titles(self) -> dict[str, bool]:
-        return {t["title"]: t["done"] for t in self.todos()[1]}
-
-
 def devices(pages: Pages, cluster: Cluster) -> tuple[Page, Page, Server]:
     """A laptop on instance a and a phone on instance b, one user, both live."""
     pages.allow("the server responded with a status of 409")  # conflicts are expected here
     email = cluster.register(PASSWORD)
-    server = Server(cluster, email)
+    server = Server(cluster, email, PASSWORD)
     laptop = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "laptop"))
     phone = pages.open(cluster.b.url, login=cluster.login(email, PASSWORD, "phone"))
     expect_state(laptop, "live")
