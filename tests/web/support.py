@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,12 @@ class Server:
 
     def titles(self) -> dict[str, bool]:
         return {t["title"]: t["done"] for t in self.todos()[1]}
+
+    def wait_until(self, check: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 2.0) -> None:
+        """Poll the server (every 20 ms, at most ``timeout`` s) until ``check(todos)``: for
+        a write another page made, which the page shows before the server has it."""
+        deadline = time.monotonic() + timeout
+        while not check(todos := self.todos()[1]):
+            assert time.monotonic() < deadline, f"the server still has {todos}"
+            time.sleep(0.02)

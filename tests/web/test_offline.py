@@ -152,7 +152,9 @@ def test_a_conflicting_edit_is_shown_and_either_choice_converges(
     edit_todo(phone, "mine wins", title="mine wins: phone")
     edit_todo(phone, "theirs wins", notes="phone's notes")
     todo(phone, "no clash").check()  # another field than the laptop's edit: no conflict
-    expect(todo(phone, "no clash")).to_be_checked()
+    server.wait_until(lambda todos: [(t["title"], t["notes"], t["done"]) for t in todos] == [
+        ("mine wins: phone", "", False), ("theirs wins", "phone's notes", False),
+        ("no clash", "", True)])
 
     laptop.context.set_offline(False)
     conflicts = laptop.locator("#todo-list .conflict:not([hidden])")
@@ -194,6 +196,7 @@ def test_a_write_refused_for_good_is_rolled_back_with_a_message(
     expect_state(laptop, "offline", timeout=2 * SECOND)
     edit_todo(laptop, "deleted elsewhere", title="edited here")
     phone.get_by_role("button", name="Delete “deleted elsewhere”").click()
+    server.wait_until(lambda todos: "deleted elsewhere" not in {t["title"] for t in todos})
     laptop.context.set_offline(False)
     expect(laptop.locator("#alert")).to_have_text(
         "“edited here” was deleted on another device. Your change was undone.", timeout=2 * SECOND)
