@@ -3,14 +3,31 @@
 Unknown fields are refused (a typo must not be silently ignored), strings are bounded, and
 every failure becomes ``InvalidInput`` with per-field details, or ``MalformedInput`` when the
 body is not a JSON object at all.
+
+Due dates: ``due`` is an instant (ISO 8601 date-time; without a zone it is taken as UTC), or a
+calendar day alone, ``"2026-12-01"``, which means that day and is stored as its first instant
+in UTC, ``2026-12-01T00:00:00Z`` (it reads back in that form). A client that shows due days
+(the web page's date field) reads a due at exactly 00:00 UTC as the day it names. REST and
+GraphQL take both forms, through this module.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from nursery.errors import InvalidInput, MalformedInput
 from nursery.models import TodoDraft, TodoPatch
@@ -26,6 +43,40 @@ Notes = Annotated[str, StringConstraints(max_length=MAX_NOTES)]
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TAG)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 Device = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DEVICE)]
+
+_DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_INSTANT = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt_ ]")
+
+
+def _day_or_instant(value: Any) -> Any:
+    """``"2026-12-01"`` → 2026-12-01T00:00:00Z (see the module docstring); other text that
+    starts like an ISO 8601 date-time goes on to pydantic's parser. Anything else is refused
+    here: the field is parsed leniently (strict mode would refuse the text a before-validator
+    hands on), and leniency must not let numbers through as Unix times."""
+    if not isinstance(value, str):
+        if isinstance(value, datetime):  # already parsed (a Python caller)
+            return value
+        raise ValueError("must be ISO 8601 text: a date-time or a day (YYYY-MM-DD)")
+    if _DAY.match(value):
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a day of the calendar") from None
+        return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    if not _INSTANT.match(value):
+        raise ValueError("must be ISO 8601 text: a date-time or a day (YYYY-MM-DD)")
+    return value
+
+
+Due = Annotated[
+    datetime,
+    Strict(False),
+    BeforeValidator(_day_or_instant),
+    WithJsonSchema({
+        "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
+        "description": "An instant, or a day alone (YYYY-MM-DD: that day, 00:00 UTC).",
+    }),
+]
 
 
 class _Input(BaseModel):
@@ -67,7 +118,7 @@ class NewTodo(_Input):
     title: Title
     notes: Notes = ""
     done: bool = False
-    due: datetime | None = None
+    due: Due | None = None
     tags: Tags = []
 
     @field_validator("due")
@@ -83,7 +134,7 @@ class TodoChanges(_Input):
     title: Title | None = None
     notes: Notes | None = None
     done: bool | None = None
-    due: datetime | None = None
+    due: Due | None = None
     tags: Tags | None = None
     if_rev: Annotated[int, Field(ge=0)] | None = None
 

@@ -128,3 +128,16 @@ def browser() -> Iterator[Any]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def pages(browser: Any) -> Iterator[Any]:
+    """Pages (tests/web/browsing.py); the test fails if one logged an unexpected error."""
+    from tests.web.browsing import Pages
+
+    opened = Pages(browser)
+    try:
+        yield opened
+        assert opened.errors == []
+    finally:
+        opened.close()

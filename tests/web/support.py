@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class Instance:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None  # where ``python -m nursery`` finds the package (None: ours)
 
     @property
     def url(self) -> str:
@@ -39,7 +41,7 @@ class Instance:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "nursery", "serve", "--port", str(self.port),
                  "--data-dir", str(self.log_path.parent / self.name)],
-                env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # no terminal ^C
             )
 
@@ -100,3 +102,39 @@ class Cluster:
         assert r.status_code == 200, r.text
         body = r.json()
         return {"token": body["token"], "user": body["user"], "sessionId": body["session"]["id"]}
+
+
+class Server:
+    """The user's todos as the server has them (through the API, as a third device)."""
+
+    def __init__(self, cluster: Cluster, email: str, password: str,
+                 device: str = "checker") -> None:
+        self.url = cluster.b.url
+        token = cluster.login(email, password, device)["token"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    def create(self, title: str, **fields: Any) -> dict[str, Any]:
+        r = httpx.post(f"{self.url}/api/todos", json={"title": title, **fields},
+                       headers=self.headers)
+        assert r.status_code == 201, r.text
+        created: dict[str, Any] = r.json()["todo"]
+        return created
+
+    def todos(self) -> tuple[int, list[dict[str, Any]]]:
+        r = httpx.get(f"{self.url}/api/todos?limit=200", headers=self.headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["next_cursor"] is None
+        return body["rev"], sorted(body["items"], key=lambda t: (t["created_at"], t["id"]))
+
+    def titles(self) -> dict[str, bool]:
+        return {t["title"]: t["done"] for t in self.todos()[1]}
+
+    def wait_until(self, check: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 2.0) -> None:
+        """Poll the server (every 20 ms, at most ``timeout`` s) until ``check(todos)``: for
+        a write another page made, which the page shows before the server has it."""
+        deadline = time.monotonic() + timeout
+        while not check(todos := self.todos()[1]):
+            assert time.monotonic() < deadline, f"the server still has {todos}"
+            time.sleep(0.02)

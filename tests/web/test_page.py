@@ -1,4 +1,4 @@
-"""The live todo page in headless Chromium: two devices, revocation, a restart, screenshots.
+"""The live todo page in headless Chromium: two devices, revocation, a restart.
 
 "Within 1 s" is Playwright's ``expect(..., timeout=1000)``, counted from the moment the action
 on the other device returned. Each page records console errors and uncaught exceptions (a CSP
@@ -10,10 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,101 +18,20 @@ from tests.web.support import Cluster
 
 if not os.environ.get("CI"):  # in CI a missing Playwright is an error, not a skip
     pytest.importorskip("playwright", reason="Playwright is not installed")
-from playwright.sync_api import Page, WebSocket, expect
+from playwright.sync_api import WebSocket, expect
 
-SECOND = 1000  # ms, Playwright's unit
-PASSWORD = "correct horse battery"
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
-# Console messages that are not the page's fault: the browser reports a refused or cut
-# connection itself while an instance is down; the page handles it.
-EXPECTED_CONSOLE = re.compile(r"WebSocket connection to .* failed|net::ERR_CONNECTION_REFUSED")
-
-
-class Pages:
-    """Opens pages, each in its own browser context (= its own device), and closes them."""
-
-    def __init__(self, browser: Any) -> None:
-        self.browser = browser
-        self.contexts: list[Any] = []
-        self.errors: list[str] = []
-        self.allowed = [EXPECTED_CONSOLE]
-
-    def allow(self, pattern: str) -> None:
-        """A console error matching ``pattern`` is expected from now on."""
-        self.allowed.append(re.compile(pattern))
-
-    def open(self, base_url: str, *, login: dict[str, Any] | None = None,
-             **context_options: Any) -> Page:
-        """A page at ``base_url``/; with ``login`` (see ``Cluster.login``) already signed in,
-        as if this browser had signed in before (quicker than typing it)."""
-        if login is not None:
-            stored = {"name": "nursery.login", "value": json.dumps(login)}
-            context_options["storage_state"] = {
-                "cookies": [], "origins": [{"origin": base_url, "localStorage": [stored]}],
-            }
-        context = self.browser.new_context(base_url=base_url, **context_options)
-        self.contexts.append(context)
-        return self.tab(context)
-
-    def tab(self, context: Any) -> Page:
-        """A new page (tab) of ``context`` at /: the same profile, so the same device."""
-        page: Page = context.new_page()
-        page.set_default_timeout(10 * SECOND)
-        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
-        page.on("console", lambda msg: self._console(msg))
-        page.goto("/")
-        return page
-
-    def _console(self, msg: Any) -> None:
-        if msg.type == "error" and not any(p.search(msg.text) for p in self.allowed):
-            self.errors.append(f"console: {msg.text}")
-
-    def close(self) -> None:
-        for context in self.contexts:
-            context.close()
-
-
-@pytest.fixture
-def pages(browser: Any) -> Iterator[Pages]:
-    opened = Pages(browser)
-    try:
-        yield opened
-        assert opened.errors == []
-    finally:
-        opened.close()
-
-
-def sign_in(page: Page, email: str, device: str, *, register: bool = False) -> None:
-    page.get_by_label("Email", exact=True).fill(email)
-    page.get_by_label("Password", exact=True).fill(PASSWORD)
-    page.get_by_label("Name of this device").fill(device)
-    page.get_by_role("button", name="Create account" if register else "Sign in").click()
-    expect_state(page, "live")
-
-
-def expect_state(page: Page, state: str, timeout: float = 5 * SECOND) -> None:
-    expect(page.locator("#status")).to_have_attribute("data-state", state, timeout=timeout)
-
-
-def add_todo(page: Page, title: str) -> None:
-    field = page.get_by_label("New todo")
-    field.fill(title)
-    field.press("Enter")
-    expect(todo(page, title)).to_be_visible()
-
-
-def todo(page: Page, title: str) -> Any:
-    """A todo's checkbox: its accessible name is the todo's title."""
-    return page.get_by_role("checkbox", name=title, exact=True)
-
-
-def device_row(page: Page, name: str) -> Any:
-    return page.locator("#device-list li").filter(has=page.get_by_text(name, exact=True))
-
-
-def new_email() -> str:
-    return f"web-{uuid.uuid4().hex[:10]}@example.com"
-
+from tests.web.browsing import (
+    PASSWORD,
+    SECOND,
+    Pages,
+    add_todo,
+    device_row,
+    edit_todo,
+    expect_state,
+    new_email,
+    sign_in,
+    todo,
+)
 
 def test_two_devices_see_each_others_changes_within_a_second(
     pages: Pages, cluster: Cluster
@@ -138,24 +53,19 @@ def test_two_devices_see_each_others_changes_within_a_second(
     # Edit with the keyboard only: the edit button, type, Enter.
     laptop.get_by_role("button", name="Edit “buy milk”").focus()
     laptop.keyboard.press("Enter")
-    laptop.keyboard.press("Control+a")
-    laptop.keyboard.type("buy oat milk")
+    expect(laptop.get_by_role("dialog", name="Edit “buy milk”")).to_be_visible()
+    laptop.keyboard.type("buy oat milk")  # the title is selected: typing replaces it
     laptop.keyboard.press("Enter")
     expect(todo(phone, "buy oat milk")).to_be_visible(timeout=SECOND)
     expect(laptop.get_by_role("button", name="Edit “buy oat milk”")).to_be_focused()
 
-    # An edit of a title that changed elsewhere meanwhile is refused (409), and said so.
-    pages.allow("the server responded with a status of 409")
-    laptop.get_by_role("button", name="Edit “buy oat milk”").click()
-    phone.get_by_role("button", name="Edit “buy oat milk”").click()
-    phone.get_by_label("New title for “buy oat milk”").fill("buy soy milk")
-    phone.keyboard.press("Enter")
-    expect(laptop.locator("[aria-label='Delete “buy soy milk”']")).to_have_count(1)  # arrived
-    laptop.get_by_label("New title for “buy oat milk”").fill("buy rice milk")
-    laptop.keyboard.press("Enter")
-    expect(laptop.locator("#alert")).to_contain_text("changed on another device")
-    expect(todo(laptop, "buy soy milk")).to_be_visible()
-    expect(todo(phone, "buy soy milk")).to_be_visible()
+    # Notes, due day and tags, from the other device.
+    edit_todo(phone, "buy oat milk", title="buy soy milk", notes="the unsweetened one",
+              due="2026-12-01", tags="shop, food")
+    row = laptop.locator("#todo-list li").filter(has=todo(laptop, "buy soy milk"))
+    expect(row.locator(".details")).to_have_text(re.compile(
+        r"^(Overdue: |Due )(1 Dec 2026|Dec 1, 2026)#shop#foodthe unsweetened one$"), timeout=SECOND)
+    expect(todo(laptop, "buy soy milk")).to_have_accessible_description(re.compile("#shop"))
 
     phone.get_by_role("button", name="Delete “buy soy milk”").click()
     expect(todo(laptop, "buy soy milk")).to_have_count(0, timeout=SECOND)
@@ -196,6 +106,18 @@ def test_tabs_of_one_browser_are_one_device(pages: Pages, cluster: Cluster) -> N
     expect_state(second, "live")
     expect(second.locator("#device-list li")).to_have_count(2)  # desk (twice connected), setup
 
+    # One outbox for the device: a write made offline in one tab shows pending in the other,
+    # and is sent once when the network returns.
+    first.context.set_offline(True)
+    expect_state(first, "offline", timeout=2 * SECOND)
+    add_todo(first, "from the first tab")
+    expect(second.locator("#todo-list li.pending")).to_have_count(1, timeout=SECOND)
+    expect(todo(second, "from the first tab")).to_be_visible()
+    first.context.set_offline(False)
+    expect(second.locator("#pending")).to_have_text("", timeout=2 * SECOND)
+    expect(first.locator("#pending")).to_have_text("")
+    expect(second.locator("#todo-list li")).to_have_count(1)
+
     first.get_by_role("button", name="Sign out", exact=True).click()
     expect(second.get_by_role("heading", name="Sign in")).to_be_visible(timeout=SECOND)
     expect(second.locator("#signin-notice")).to_have_text("You signed out in another tab.")
@@ -230,9 +152,13 @@ def test_a_device_revoked_elsewhere_is_signed_out_within_a_second(
 def test_page_resumes_after_its_instance_restarts(pages: Pages, cluster: Cluster) -> None:
     """SIGTERM → the page gets 1012 and shows "Reconnecting…"; meanwhile another device
     changes things through the other instance; when the instance is back, the page resumes
-    from its last revision (the backlog over /ws, no refetch) and shows the changes."""
+    from its last revision (the backlog over /ws, no refetch) and shows the changes.
+
+    On a phone-sized screen, where the longer "Reconnecting…" used to push "Sign out" onto a
+    second line: nothing on the page moves when the badge changes."""
     email = cluster.register(PASSWORD)
-    laptop = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "laptop"))
+    laptop = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "laptop"),
+                        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     hellos: list[dict[str, Any]] = []
 
     def on_websocket(ws: WebSocket) -> None:
@@ -250,9 +176,11 @@ def test_page_resumes_after_its_instance_restarts(pages: Pages, cluster: Cluster
     laptop.on("request", lambda request: snapshots.append(request.url)
               if "/api/todos?" in request.url else None)
 
+    live_layout = layout(laptop)
     exit_status = cluster.a.stop()
     expect_state(laptop, "reconnecting", timeout=2 * SECOND)
     expect(laptop.locator("#status-text")).to_have_text("Reconnecting…")
+    assert layout(laptop) == live_layout
 
     add_todo(phone, "added meanwhile")
     todo(phone, "gets done").check()
@@ -275,33 +203,119 @@ def test_page_resumes_after_its_instance_restarts(pages: Pages, cluster: Cluster
     expect(todo(phone, "after the restart")).to_be_visible(timeout=SECOND)
 
 
-def test_screenshots_of_the_main_view(pages: Pages, cluster: Cluster, artifacts: Path) -> None:
-    """Desktop and phone-size views and the sign-in form, saved under test-artifacts/ (look
-    at them); with
-    NURSERY_DOCS_SCREENSHOT=1 the desktop one also becomes docs/screenshot.png."""
-    email = cluster.register(PASSWORD, device="Work PC", email="ada@example.com")
-    desktop = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "Laptop"),
-                         viewport={"width": 1000, "height": 520})
-    phone = pages.open(cluster.b.url, login=cluster.login(email, PASSWORD, "Phone"),
-                       viewport={"width": 390, "height": 760},
-                       is_mobile=True, has_touch=True, device_scale_factor=2)
-    expect_state(desktop, "live")
-    for title in ["Buy oat milk", "Book the dentist", "Water the plants",
-                  "Send the quarterly report to Ada before Friday's planning meeting"]:
-        add_todo(desktop, title)
-    todo(desktop, "Water the plants").check()
-    expect(todo(phone, "Water the plants")).to_be_checked(timeout=SECOND)
-    expect(device_row(desktop, "Phone")).to_have_class(re.compile(r"\bonline\b"))
-    expect(device_row(phone, "Laptop")).to_have_class(re.compile(r"\bonline\b"))
-    desktop.locator("body").click(position={"x": 5, "y": 510})  # no focus ring in the picture
+def layout(page: Any) -> dict[str, Any]:
+    """Where the header's parts and the list are (the badge's text aside)."""
+    boxes: dict[str, Any] = page.evaluate("""() => Object.fromEntries(
+        ['.bar', '#status', '#signout', '#whoami', '#todo-list'].map((s) => {
+          const r = document.querySelector(s).getBoundingClientRect();
+          return [s, [r.x, r.y, r.width, r.height]];
+        }))""")
+    return boxes
 
-    desktop.screenshot(path=artifacts / "web-main.png")
-    signin = pages.open(cluster.a.url, viewport={"width": 390, "height": 640})
-    signin.get_by_label("Email", exact=True).focus()
-    signin.screenshot(path=artifacts / "web-signin.png")
-    phone.screenshot(path=artifacts / "web-phone.png", full_page=True)
-    # Nothing sticks out sideways on a phone.
-    assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    if os.environ.get("NURSERY_DOCS_SCREENSHOT"):
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(artifacts / "web-main.png", DOCS_SCREENSHOT)
+
+def test_the_whole_todo_from_the_keyboard(pages: Pages, cluster: Cluster) -> None:
+    """Shortcuts, search, tag filter, undo, clear completed, and changes from another device
+    read out (the live region); the other device sees each step."""
+    email = cluster.register(PASSWORD)
+    desk = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "desk"))
+    phone = pages.open(cluster.b.url, login=cluster.login(email, PASSWORD, "phone"))
+    expect_state(desk, "live")
+    expect_state(phone, "live")
+    keys = desk.keyboard
+    desk.evaluate("""() => {  // everything the desk's live region says, in order
+      window.said = [];
+      new MutationObserver(() => window.said.push(document.querySelector('#announcer').textContent))
+        .observe(document.querySelector('#announcer'), {childList: true, characterData: true, subtree: true});
+    }""")
+
+    desk.locator("body").click(position={"x": 2, "y": 2})
+    keys.press("n")  # new todo
+    expect(desk.get_by_label("New todo")).to_be_focused()
+    for title in ["pay rent", "call mum", "fix bike"]:
+        keys.type(title)
+        keys.press("Enter")
+    expect(desk.locator("#todo-list li")).to_have_count(3)
+    expect(phone.locator("#todo-list li")).to_have_count(3, timeout=SECOND)
+    # The desk's own writes are not read out to the desk; the phone hears of them.
+    expect(phone.locator("#announcer")).to_contain_text("was added", timeout=SECOND)
+
+    todo(desk, "pay rent").focus()
+    keys.press("j")  # next todo
+    expect(todo(desk, "call mum")).to_be_focused()
+    keys.press("x")  # done
+    expect(todo(phone, "call mum")).to_be_checked(timeout=SECOND)
+    keys.press("ArrowDown")
+    expect(todo(desk, "fix bike")).to_be_focused()
+    keys.press("e")  # edit: tags and a due day
+    editor = desk.get_by_role("dialog", name="Edit “fix bike”")
+    expect(editor).to_be_visible()
+    editor.get_by_label("Tags").fill("errands, outside")
+    editor.get_by_label("Due date").fill("2026-12-01")
+    editor.get_by_label("Tags").press("Enter")  # saves
+    expect(editor).to_be_hidden()
+    expect(todo(desk, "fix bike")).to_be_focused()
+    todo(phone, "pay rent").check()  # from the other device: read out on the desk
+    expect(desk.locator("#announcer")).to_have_text(
+        "On another device: “pay rent” was marked done.", timeout=SECOND)
+
+    # Search and tag filter (local: they work offline too).
+    keys.press("/")
+    expect(desk.get_by_label("Search")).to_be_focused()
+    keys.type("MUM")
+    expect(desk.locator("#todo-list li")).to_have_count(1)
+    expect(todo(desk, "call mum")).to_be_visible()
+    keys.press("Escape")  # clears the search
+    expect(desk.locator("#todo-list li")).to_have_count(3)
+    desk.get_by_label("Tag", exact=True).select_option("errands")
+    expect(desk.locator("#todo-list li")).to_have_count(1)
+    expect(todo(desk, "fix bike")).to_be_visible()
+    desk.get_by_label("Tag", exact=True).select_option("")
+
+    # Delete with the keyboard, undo: the todo comes back with its fields, everywhere.
+    todo(desk, "fix bike").focus()
+    keys.press("Delete")
+    expect(todo(desk, "fix bike")).to_have_count(0)
+    expect(todo(phone, "fix bike")).to_have_count(0, timeout=SECOND)
+    expect(desk.locator("#undo-text")).to_have_text("Deleted “fix bike”.")
+    keys.press("Control+z")
+    expect(todo(desk, "fix bike")).to_be_visible()
+    expect(todo(phone, "fix bike")).to_be_visible(timeout=SECOND)
+    restored = phone.locator("#todo-list li").filter(has=todo(phone, "fix bike"))
+    expect(restored.locator(".tag")).to_have_text(["#errands", "#outside"])
+
+    # Clear completed: both done todos go, one Undo brings both back.
+    desk.get_by_role("button", name="Clear completed").click()
+    expect(desk.locator("#undo-text")).to_have_text("Deleted 2 todos.")
+    expect(phone.locator("#todo-list li")).to_have_count(1, timeout=SECOND)
+    desk.get_by_role("button", name="Undo").click()
+    expect(phone.locator("#todo-list li")).to_have_count(3, timeout=SECOND)
+    expect(todo(phone, "call mum")).to_be_checked()
+
+    keys.press("?")
+    expect(desk.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+    keys.press("Escape")
+    expect(desk.get_by_role("dialog", name="Keyboard shortcuts")).to_be_hidden()
+    # The desk heard of the phone's one change, and of none of its own.
+    assert desk.evaluate("window.said") == ["On another device: “pay rent” was marked done."]
+
+
+def test_signing_out_the_other_devices_asks_first(pages: Pages, cluster: Cluster) -> None:
+    email = cluster.register(PASSWORD)
+    laptop = pages.open(cluster.a.url, login=cluster.login(email, PASSWORD, "laptop"))
+    phone = pages.open(cluster.b.url, login=cluster.login(email, PASSWORD, "phone"))
+    expect_state(laptop, "live")
+    expect(laptop.locator("#device-list li")).to_have_count(3)  # laptop, phone, setup
+
+    laptop.get_by_role("button", name="Sign out all other devices").click()
+    dialog = laptop.get_by_role("dialog")
+    expect(dialog).to_contain_text("Sign out your 2 other devices?")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    expect_state(phone, "live")
+    expect(laptop.locator("#device-list li")).to_have_count(3)
+
+    laptop.get_by_role("button", name="Sign out all other devices").click()
+    laptop.get_by_role("button", name="Sign them out").click()
+    expect(phone.get_by_role("heading", name="Sign in")).to_be_visible(timeout=SECOND)
+    expect(laptop.locator("#device-list li")).to_have_count(1)
+    expect_state(laptop, "live")

@@ -21,7 +21,8 @@ from .subscriptions import bindables as subscription_bindables
 SDL = '''
 """
 An instant, as ISO 8601 text with a zone offset ("2031-05-06T09:30:00Z"). A value without an
-offset is taken as UTC.
+offset is taken as UTC. As input, a due date may also be a day alone ("2031-05-06"): that day,
+00:00 UTC.
 """
 scalar DateTime
 

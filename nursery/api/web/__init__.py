@@ -1,8 +1,17 @@
-"""The web client: the live todo page at ``/`` and its static files (``static/``).
+"""The web client: the live todo page at ``/``, its service worker at ``/sw.js``, and its
+static files (``static/``).
 
 The client is plain ES modules, no build step: what is in ``static/`` is what the browser runs.
 The files (a few tens of KiB) are read once, when the blueprint is built, and served from
-memory.
+memory. It is an installable web app (``manifest.webmanifest``, icons rendered from
+``icon.svg`` by ``scripts/make-icons``) that opens and works offline: the service worker keeps
+the app shell, the page keeps the user's todos and unsent writes in IndexedDB.
+
+Two files are templates rather than assets: ``index.html`` (``{{static}}`` becomes the
+versioned asset prefix) and ``sw.js`` (``{{version}}`` and ``{{shell}}``, the URLs it caches).
+The worker is served from ``/sw.js`` because a worker controls only the pages under the path
+it was served from, and it must control ``/``; it is revalidated on every load, so that a new
+deployment is noticed, and offered to the user as an update (see ``static/sw.js``).
 
 Caching: asset URLs carry a hash of all the assets (``/static/<version>/app.js``; the modules
 import each other relatively, so they all share the prefix), so a browser may keep them for a
@@ -18,6 +27,7 @@ connections to the same host (``/ws``): no inline script or style, no third part
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +37,7 @@ from werkzeug.exceptions import NotFound
 
 STATIC_DIR = Path(__file__).with_name("static")
 INDEX = "index.html"
+WORKER = "sw.js"
 STATIC_PLACEHOLDER = "{{static}}"
 
 ASSET_MAX_AGE = 365 * 86400
@@ -63,22 +74,40 @@ def _asset(body: bytes, name: str) -> Asset:
     return Asset(body, content_type, hashlib.sha256(body).hexdigest()[:20])
 
 
-def load_assets(directory: Path = STATIC_DIR) -> tuple[str, Asset, dict[str, Asset]]:
-    """Read ``directory``: the version (a hash of every asset), the rendered index page, and
-    the other assets by file name. Raises ``FileNotFoundError`` when the index is missing."""
+@dataclass(frozen=True, slots=True)
+class Shell:
+    """What the blueprint serves: ``version`` (a hash of every file), the rendered page and
+    service worker, and the other files by name."""
+
+    version: str
+    index: Asset
+    worker: Asset
+    assets: dict[str, Asset]
+
+
+def load_assets(directory: Path = STATIC_DIR) -> Shell:
+    """Read ``directory``. Raises ``FileNotFoundError`` when the page or the worker is
+    missing."""
     files = {
         path.name: path.read_bytes()
         for path in sorted(directory.iterdir())
         if path.is_file() and not path.name.startswith(".")
     }
-    template = files.pop(INDEX).decode()
     digest = hashlib.sha256()
     for name, body in files.items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(body).digest())
     version = digest.hexdigest()[:12]
-    page = template.replace(STATIC_PLACEHOLDER, f"/static/{version}").encode()
+    prefix = f"/static/{version}"
+    page = files.pop(INDEX).decode().replace(STATIC_PLACEHOLDER, prefix).encode()
+    shell = ["/", *(f"{prefix}/{name}" for name in files if name != WORKER)]
+    worker = (
+        files.pop(WORKER).decode()
+        .replace("{{version}}", version)
+        .replace("{{shell}}", json.dumps(shell))
+        .encode()
+    )
     assets = {name: _asset(body, name) for name, body in files.items()}
-    return version, _asset(page, INDEX), assets
+    return Shell(version, _asset(page, INDEX), _asset(worker, WORKER), assets)
 
 
 def content_security_policy(host: str | None) -> str:
@@ -112,11 +141,16 @@ def _respond(asset: Asset, cache_control: str) -> Response:
 
 def web_blueprint() -> Blueprint:
     web = Blueprint("web", __name__)
-    version, index, assets = load_assets()
+    shell = load_assets()
+    version, assets = shell.version, shell.assets
 
     @web.get("/")
     async def page() -> Response:
-        return _respond(index, "no-cache")
+        return _respond(shell.index, "no-cache")
+
+    @web.get("/sw.js")
+    async def service_worker() -> Response:
+        return _respond(shell.worker, "no-cache")
 
     @web.get("/static/<asked_version>/<name>")
     async def static(asked_version: str, name: str) -> Response:

@@ -30,7 +30,7 @@ export class ApiError extends Error {
 }
 
 /** An idempotency key; crypto.randomUUID needs a secure context, getRandomValues does not. */
-function newKey() {
+export function newKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -45,12 +45,13 @@ export class Api {
   }
 
   /** `retry: false` for writes the server does not deduplicate (logging in twice would
-   * leave a second session behind). */
-  async request(method, path, body, { retry = true } = {}) {
+   * leave a second session behind), and for writes whose caller retries them itself (the
+   * outbox). `key`: the write's Idempotency-Key, when the caller keeps it across attempts. */
+  async request(method, path, body, { retry = true, key = newKey() } = {}) {
     const retries = retry ? RETRY_DELAYS_MS.length : 0;
     const headers = { Accept: "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
-    if (method !== "GET") headers["Idempotency-Key"] = newKey();
+    if (method !== "GET") headers["Idempotency-Key"] = key;
     const token = this.token;
     if (token) headers.Authorization = `Bearer ${token}`;
     const init = { method, headers, body: body === undefined ? undefined : JSON.stringify(body) };

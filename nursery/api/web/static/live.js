@@ -21,6 +21,10 @@
 // Local writes: the page applies the todo a REST write returns at once (`applyLocal`), so the
 // list is right even while the socket is down; per-todo revisions keep a late, older change
 // from overwriting it, and ids deleted here are not brought back by an older upsert.
+//
+// Kept on the device: the mirror may start from what the page stored (`todos`, `rev`); it
+// then resumes /ws from that rev at once, with no snapshot (a `reset` still brings one).
+// Every change to the mirror is reported to `onStore` so the page can keep it.
 
 export const CONNECTING = "connecting";
 export const LIVE = "live";
@@ -54,16 +58,19 @@ export class LiveTodos {
   /**
    * api: an Api with the token set. url: the /ws URL.
    * Callbacks: onTodos() the mirror changed; onState(state) connection state; onWelcome(frame);
-   * onSession(frame); onPresence(onlineIds); onSignedOut(reason) — closed with 4001, final.
+   * onSession(frame); onPresence(onlineIds); onSignedOut(reason) — closed with 4001, final;
+   * onStore({snapshot} | {upserts, deletes, rev}) — keep this; onRemoteChange(frame, before)
+   * — a change frame was applied (`before`: the todo as it was, or undefined).
+   * todos, rev: the mirror as stored on this device, if any.
    */
-  constructor({ api, url, token, ...callbacks }) {
+  constructor({ api, url, token, todos = [], rev = null, ...callbacks }) {
     this.api = api;
     this.url = url;
     this.token = token;
     this.callbacks = callbacks;
-    this.todos = new Map();
-    this.rev = null;
-    this.loaded = false;
+    this.todos = new Map(todos.map((t) => [t.id, t]));
+    this.rev = rev;
+    this.loaded = rev !== null;
     this.state = CONNECTING;
     this.instance = "";
     this.deleted = new Set();
@@ -107,12 +114,18 @@ export class LiveTodos {
   // -- local writes -----------------------------------------------------------------------
 
   applyLocal(todo) {
-    if (this.upsert(todo)) this.callbacks.onTodos?.();
+    if (this.upsert(todo)) {
+      this.callbacks.onStore?.({ upserts: [todo] });
+      this.callbacks.onTodos?.();
+    }
   }
 
   removeLocal(id) {
     this.deleted.add(id);
-    if (this.todos.delete(id)) this.callbacks.onTodos?.();
+    if (this.todos.delete(id)) {
+      this.callbacks.onStore?.({ deletes: [id] });
+      this.callbacks.onTodos?.();
+    }
   }
 
   upsert(todo) {
@@ -179,6 +192,7 @@ export class LiveTodos {
     this.todos = new Map(items.filter((t) => !this.deleted.has(t.id)).map((t) => [t.id, t]));
     this.rev = rev;
     this.loaded = true;
+    this.callbacks.onStore?.({ snapshot: [...this.todos.values()], rev });
     this.callbacks.onTodos?.();
   }
 
@@ -223,13 +237,19 @@ export class LiveTodos {
 
   applyChange(frame) {
     if (!Number.isInteger(frame.rev) || frame.rev <= this.rev) return; // already applied
+    const id = frame.op === "upsert" ? frame.todo.id : frame.id;
+    const before = this.todos.get(id);
+    const stored = { upserts: [], deletes: [], rev: frame.rev };
     if (frame.op === "upsert") {
-      this.upsert(frame.todo);
+      if (this.upsert(frame.todo)) stored.upserts.push(frame.todo);
     } else if (frame.op === "delete") {
       this.todos.delete(frame.id);
       this.deleted.add(frame.id);
+      stored.deletes.push(frame.id);
     }
     this.rev = frame.rev;
+    this.callbacks.onStore?.(stored);
+    this.callbacks.onRemoteChange?.(frame, before);
     this.callbacks.onTodos?.();
   }
 
