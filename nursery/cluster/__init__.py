@@ -10,7 +10,7 @@ its directory (default ``.nursery/cluster``)::
     DIR/supervisor.lock held (flock) while the supervisor runs
     DIR/secret_key      NURSERY_SECRET_KEY of every instance, unless given (0600)
     DIR/logs/NAME.log   each process's output; supervisor.log with --detach
-    DIR/pg/             the private PostgreSQL (its log: DIR/pg/server.log)
+    DIR/pg/             the private PostgreSQL's data (its log: DIR/logs/postgres.log)
 
 ``restart`` is a rolling restart (SIGHUP to the supervisor): one instance at a time, each back
 and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
