@@ -2,7 +2,7 @@
 
 ``open_services`` owns the store and broker connections; ``run_background`` owns the tasks
 that live as long as the instance (broker subscription, presence upkeep, tombstone purge,
-audit log writer);
+audit log writer, audit retention);
 ``create_app`` builds a fresh app (Quart apps are single-use) around them.
 """
 
@@ -37,6 +37,7 @@ from nursery.service.activity import Activity
 from nursery.service.audit import Audit
 from nursery.service.limits import Limits, parse_rate
 from nursery.service.notify import Notifier
+from nursery.service.retention import AuditRetention
 from nursery.service.session_cache import SessionCache
 from nursery.service.sync import SyncLimits
 from nursery.service.todos import Todos
@@ -69,6 +70,7 @@ class Services:
     audit: Audit
     audit_store: AuditStore
     activity: Activity
+    retention: AuditRetention
     in_flight: InFlight = field(default_factory=InFlight)
     draining: bool = False
 
@@ -130,6 +132,7 @@ async def open_services(
             audit=audit,
             audit_store=audit_store,
             activity=Activity(audit_store),
+            retention=AuditRetention(audit_store, days=settings.audit_retention_days),
         )
         _expose_live_counters(services)
         yield services
@@ -186,6 +189,8 @@ def _expose_live_counters(services: Services) -> None:
             lambda: audit.lost)
     m.gauge("nursery_audit_buffer_used", "Audit entries waiting to be written",
             lambda: audit.buffered)
+    m.count("nursery_audit_entries_pruned", "Audit entries this instance deleted (retention)",
+            lambda: services.retention.pruned)
 
 
 async def run_background(
@@ -198,6 +203,7 @@ async def run_background(
         await nursery.start(services.write_limiter.run)
         nursery.start_soon(_purge_tombstones, services)
         await nursery.start(services.audit.run, services.audit_store)
+        await nursery.start(services.retention.run)
         task_status.started()
 
 

@@ -99,6 +99,13 @@ class Settings:
         metadata=_doc("audit entries waiting to be written; more are dropped (and counted)"),
     )
     audit_batch_size: int = field(default=500, metadata=_doc("audit entries per write"))
+    audit_retention_days: float = field(
+        default=400.0,
+        metadata=_doc(
+            "audit entries older than this are deleted, in batches, one instance at a time"
+            " (0 keeps them forever; the analytics look back up to 366 days)"
+        ),
+    )
     broker_timeout: float = field(default=3.0, metadata=_doc("timeout of one broker operation"))
     password_min_length: int = field(default=8, metadata=_doc("shortest accepted password"))
     login_rate_per_account: str = field(
