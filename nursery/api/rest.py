@@ -197,8 +197,9 @@ def rest_blueprint(
         who = await caller()
         since = _int_arg("since", 0, 0, 2**62)
         batch = await todos.changes(who, since, limit=_int_arg("limit", 500, 1, MAX_CHANGES))
-        if since < batch.horizon:
-            # Deletes after ``since`` were forgotten: the reader must refetch everything.
+        if batch.resets(since):
+            # Deletes after ``since`` were forgotten, or ``since`` is not from this server's
+            # history: the reader must refetch everything (as /ws says with ``reset``).
             return json_response({"reset": True, "changes": [], "rev": batch.rev, "more": False})
         return json_response({
             "changes": [c.to_json() for c in batch.changes],

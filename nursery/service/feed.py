@@ -104,7 +104,7 @@ class Feed:
         await emit(Head(head.rev))
         if since is None:
             last = head.rev
-        elif since < head.horizon or since > head.rev:
+        elif head.resets(since):
             await emit(Reset(head.rev))
             last = head.rev
         else:
