@@ -23,6 +23,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from nursery.app import Services, create_app, open_services, run_background
 from nursery.config import Settings
+from nursery.ports import check_can_listen
 from nursery.pubsub.protocol import RESTARTING
 from nursery.stores.embedded import open_private_postgres
 
@@ -112,6 +113,7 @@ async def serve(
 ) -> None:
     """Run one instance until ``lifecycle`` asks it to stop; ``task_status.started`` with the
     bound addresses once it accepts requests. Raises ``NurseryError`` if startup fails."""
+    check_can_listen(settings.host, settings.port)  # before the embedded database: seconds
     secret_key = resolve_secret(settings)
     async with (
         trio_asyncio.open_loop(),

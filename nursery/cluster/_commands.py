@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from nursery.cluster._state import alive, live_pids, read_state, supervisor_runn
 from nursery.cluster._run import run_cluster
 from nursery.cluster._logs import log_tail, redact
 from nursery.errors import NurseryError
+from nursery.ports import listen_problem
 
 
 async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
@@ -299,20 +299,10 @@ def _check_config(config: ClusterConfig) -> None:
             package = "caddy" if program == config.caddy else "redis-server"
             raise ClusterError(f"{program} not found: install Debian's {package} package"
                                + (" or set NURSERY_CADDY" if package == "caddy" else ""))
-    busy = [p for p in (*config.instance_ports, config.proxy_port) if not _port_free(config.host, p)]
+    busy = [p for p in (*config.instance_ports, config.proxy_port) if listen_problem(config.host, p)]
     if busy:
         raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {config.host} already in use "
                            f"(another cluster? see --base-port and --proxy-port)")
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _expected_failure(exc: BaseException) -> str | None:
