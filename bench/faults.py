@@ -19,9 +19,11 @@ longest time a device went without a change, how long the component was away, an
 until service was normal again (no write needing a retry or taking over 1 s, no device
 without a change for over 1 s).
 
-The soak: the same load for ``--soak`` seconds after ``--warmup`` seconds, a device dropping
-its socket and reconnecting every ``--churn`` seconds; each instance's RSS (``/proc/PID``)
-before the load, at the start of the soak (after the warm-up) and at its end.
+The soak: ``--soak-users`` users, each with ``--devices`` websockets and ``--soak-writers``
+writers (every ``--soak-interval`` s: each user stays under the default write limit of
+1,000 a minute), for ``--soak`` seconds after ``--warmup`` seconds, a device dropping its
+socket and reconnecting every ``--churn`` seconds; each instance's RSS (``/proc/PID``) before
+the load, at the start of the soak (after the warm-up) and at its end.
 
 Black box: HTTP, ``/ws``, the ``nursery cluster`` command and its state file; nothing here
 depends on how an instance is built.
@@ -34,6 +36,7 @@ import json
 import random
 import shutil
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +80,11 @@ async def soak(deployment: Deployment, args: argparse.Namespace) -> dict[str, An
     cluster = deployment.cluster
     before = {name: rss_kib(pid) for name, pid in instance_pids(cluster).items()}
     rng = random.Random(1)
-    async with load_through(cluster.proxy_url, devices=args.devices, writers=args.writers,
-                            interval=args.interval) as load:
+    async with AsyncExitStack() as stack:
+        loads = [await stack.enter_async_context(load_through(
+            cluster.proxy_url, devices=args.devices, writers=args.soak_writers,
+            interval=args.soak_interval)) for _ in range(args.soak_users)]
+        devices = [device for load in loads for device in load.devices]
         print(f"soak: warming up for {args.warmup:g} s", file=sys.stderr, flush=True)
         await trio.sleep(args.warmup)
         pids = instance_pids(cluster)
@@ -88,28 +94,32 @@ async def soak(deployment: Deployment, args: argparse.Namespace) -> dict[str, An
         with trio.move_on_after(args.soak):
             while True:
                 await trio.sleep(args.churn)
-                device = rng.choice(load.devices)
+                device = rng.choice(devices)
                 if device.ws is not None:
                     await device.ws.aclose()  # it reconnects through Caddy and resumes
                     reconnects += 1
         end = {name: rss_kib(pid) for name, pid in instance_pids(cluster).items()}
         restarted = sorted(name for name, pid in instance_pids(cluster).items() if pids[name] != pid)
-    outcome = load.outcome
-    assert outcome is not None
+    outcomes = [load.outcome for load in loads if load.outcome is not None]
+    assert len(outcomes) == len(loads)
     return {
         "seconds": args.soak,
         "warmup_seconds": args.warmup,
+        "users": args.soak_users,
+        "devices": len(devices),
+        "writers": args.soak_users * args.soak_writers,
         "device_reconnects": reconnects,
         "instances_restarted": restarted,
         "rss_kib": {name: {"before_load": before[name], "start": start[name], "end": end[name],
                            "growth_percent": round(100 * (end[name] - start[name]) / start[name], 2)}
                     for name in start},
-        "writes_attempted": outcome.attempted,
-        "writes_failed": outcome.failed,
-        "duplicates": outcome.duplicates,
-        "lost": outcome.lost,
-        "devices_converged": outcome.converged,
-        "problems": outcome.problems,
+        "writes_attempted": sum(o.attempted for o in outcomes),
+        "writes_failed": sum(o.failed for o in outcomes),
+        "writes_retried": sum(o.retried for o in outcomes),
+        "duplicates": sum(o.duplicates for o in outcomes),
+        "lost": sum(o.lost for o in outcomes),
+        "devices_converged": all(o.converged for o in outcomes),
+        "problems": [p for o in outcomes for p in o.problems],
     }
 
 
@@ -128,7 +138,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def soak_table(result: dict[str, Any]) -> str:
-    lines = ["| instance | RSS before the load (MiB) | at the start (MiB) | at the end (MiB) | growth |",
+    lines = [f"Soak: {result['seconds']:g} s after {result['warmup_seconds']:g} s of warm-up; "
+             f"{result['users']} users, {result['devices']} devices ({result['device_reconnects']} "
+             f"reconnects), {result['writers']} writers; {result['writes_attempted']} writes, "
+             f"{result['writes_failed']} failed, {result['duplicates']} duplicated, {result['lost']} lost; "
+             f"devices converged: {'yes' if result['devices_converged'] else 'NO'}; instances "
+             f"restarted: {', '.join(result['instances_restarted']) or 'none'}.", "",
+             "| instance | RSS before the load (MiB) | at the start (MiB) | at the end (MiB) | growth |",
              "|---|---|---|---|---|"]
     for name, rss in result["rss_kib"].items():
         lines.append(f"| {name} | {rss['before_load'] / 1024:.1f} | {rss['start'] / 1024:.1f} | "
@@ -162,6 +178,10 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=0.04,
                         help="seconds between a writer's operations (default 0.04)")
     parser.add_argument("--soak", type=float, default=600, help="soak seconds; 0: none (default 600)")
+    parser.add_argument("--soak-users", type=int, default=3, help="users in the soak (default 3)")
+    parser.add_argument("--soak-writers", type=int, default=1, help="writers per user in the soak (default 1)")
+    parser.add_argument("--soak-interval", type=float, default=0.06,
+                        help="seconds between a soak writer's operations (default 0.06)")
     parser.add_argument("--warmup", type=float, default=60, help="load before the soak's start (default 60)")
     parser.add_argument("--churn", type=float, default=5,
                         help="seconds between two device reconnects in the soak (default 5)")

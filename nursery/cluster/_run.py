@@ -16,6 +16,7 @@ from typing import Any
 import trio
 
 from nursery.cluster._config import LOG_DIR, ClusterConfig, ClusterError
+from nursery.cluster._prometheus import write_prometheus_config
 from nursery.cluster._state import cluster_secret, supervisor_lock
 from nursery.cluster._supervisor import Supervisor
 from nursery.stores.embedded import PrivatePostgres
@@ -42,6 +43,8 @@ async def run_cluster(
         database_url, database_info, postgres, postgres_argv = await _database(config, directory)
         supervisor = Supervisor(config, directory, database_url, database_info, postgres)
         supervisor.plan(secret_key, postgres_argv)
+        prometheus = write_prometheus_config(
+            directory, [f"{config.host}:{port}" for port in config.instance_ports])
         supervisor.write_state()
         failure: ClusterError | None = None
         async with trio.open_nursery() as nursery:
@@ -57,6 +60,8 @@ async def run_cluster(
                 log.info("cluster ready: %s → %d instance(s) (%s); logs in %s",
                          f"http://{config.host}:{config.proxy_port}", config.instances,
                          ", ".join(str(p) for p in config.instance_ports), directory / LOG_DIR)
+                log.info("metrics: each instance's /metrics (not through the proxy); "
+                         "prometheus --config.file=%s", prometheus)
                 task_status.started(supervisor)
                 nursery.start_soon(supervisor.roll_when_asked)
                 await supervisor.stop_requested.wait()

@@ -11,7 +11,8 @@ as a subprocess, devices that roam through Caddy, and a writer that retries like
   arrived and how each connection ended; a broken guarantee (a revision out of order, a
   reset, its session ended) stops it and is kept in ``broken`` for the caller to report.
 - ``Writer``: creates, toggles and deletes todos through Caddy with an ``Idempotency-Key`` per
-  operation, retrying the same key on 502/503/504 and connection errors, and keeps the model
+  operation, retrying the same key on 502/503/504 and connection errors (and on 429 after its
+  Retry-After), and keeps the model
   of what the server must hold afterwards. An operation that still fails after
   ``retry_deadline`` (or gets an answer it should not) is counted in ``failed`` and kept in
   ``failures``: the caller decides (tests assert none; bench/faults.py reports them).
@@ -281,6 +282,9 @@ class Writer:
                 self.statuses[type(exc).__name__] += 1
             else:
                 self.statuses[str(response.status_code)] += 1
+                if response.status_code == 429:  # over the user's write rate: as told, later
+                    await trio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
                 if response.status_code not in RETRYABLE:
                     if attempts > 1:
                         self.retried_operations += 1
