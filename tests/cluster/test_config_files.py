@@ -100,9 +100,10 @@ def test_compose_publishes_only_the_proxy_to_the_world() -> None:
                               text=True, env=cluster_env(NURSERY_SECRET_KEY="test-secret"), timeout=60,
                               check=True).stdout
     services = yaml.safe_load(resolved)["services"]
-    published = {name: [str(p) for p in service.get("ports", [])] for name, service in services.items()}
-    # docker-compose 1.29 writes published ports as "HOST_IP:PUBLISHED:TARGET/proto" or "P:T/proto".
-    assert published.pop("caddy") == ["8080:8080/tcp"]  # the public door
+    published = {name: service.get("ports", []) for name, service in services.items()}
+    # docker-compose 1.29 resolves "8080:8080" to {published, target} (every interface) and
+    # keeps a port bound to a host address as "HOST_IP:PUBLISHED:TARGET/proto".
+    assert published.pop("caddy") == [{"published": 8080, "target": 8080}]  # the public door
     assert published.pop("prometheus") == ["127.0.0.1:9090:9090/tcp"]  # the host's loopback only
     assert all(not ports for ports in published.values()), published  # the rest: nowhere
 

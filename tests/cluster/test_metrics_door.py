@@ -67,7 +67,7 @@ async def test_prometheus_scrapes_every_instance_with_the_config_the_cluster_wro
                         continue  # not listening yet
                     targets = r.json()["data"]["activeTargets"]
                     healthy = {t["labels"]["instance"] for t in targets if t["health"] == "up"}
-                    assert {t["labels"]["instance"] for t in targets} == expected
+        assert {t["labels"]["instance"] for t in targets} == expected  # and nothing else
     finally:
         process.terminate()
         process.wait(10)
