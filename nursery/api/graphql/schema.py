@@ -41,7 +41,8 @@ type Query {
   """
   Pull sync: the latest state of every todo changed after revision `since`, in revision
   order. `since: 0` is the whole retained history. `reset: true` means `since` is older than
-  the retention horizon: refetch everything.
+  the retention horizon, or above the current revision (not from this server's history):
+  refetch everything.
   """
   changes(since: Int = 0, limit: Int = 500): ChangeBatch
 }
