@@ -1,4 +1,4 @@
-"""The REST API (v1) of DESIGN.md: auth, sessions, todos, changes; activity and analytics."""
+"""The REST API (v1) of docs/api.md: auth, sessions, todos, changes; activity and analytics."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ as a subprocess, devices that roam through Caddy, and a writer that retries like
   failure) stops it with SIGTERM and kills whatever is left (the supervisor, then the pids in
   its state file).
 - ``RoamingDevice``: tests/live.py's ``Device`` (a strict mirror: revisions only go up) plus the
-  reconnect loop of DESIGN.md: on 1012/4008 reconnect at once, on anything else after a short
+  reconnect loop of docs/protocol.md: on 1012/4008 reconnect at once, on anything else after a short
   backoff, always with ``since`` = the last revision applied. It records when each change
   arrived and how each connection ended; a broken guarantee (a revision out of order, a
   reset, its session ended) stops it and is kept in ``broken`` for the caller to report.

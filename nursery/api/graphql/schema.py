@@ -1,4 +1,4 @@
-"""The GraphQL schema: the REST model of DESIGN.md in GraphQL terms, and its binding.
+"""The GraphQL schema: the REST model of docs/api.md in GraphQL terms, and its binding.
 
 Names are camelCase in GraphQL and snake_case in Python (Ariadne converts field, argument and
 input names), so the domain's dataclasses and ``to_json`` dicts resolve as they are.

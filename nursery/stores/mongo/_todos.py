@@ -1,6 +1,6 @@
 """Todos and the change feed on MongoDB. Asyncio side, one function per store operation.
 
-The revision rule (DESIGN.md), as on PostgreSQL: a write increments the user's counter in
+The revision rule (docs/protocol.md), as on PostgreSQL: a write increments the user's counter in
 ``revisions`` and writes the todo with that revision in ONE transaction. Two transactions of
 the same user both write that counter document, so MongoDB lets only one of them commit: the
 other fails with a write conflict before it can commit and is run again (``_transactions``),

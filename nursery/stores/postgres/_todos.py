@@ -1,6 +1,6 @@
 """Queries for todos and the change feed. Asyncio side, one function per store operation.
 
-The revision rule (DESIGN.md): every write first bumps ``users.rev`` and writes the todo with
+The revision rule (docs/protocol.md): every write first bumps ``users.rev`` and writes the todo with
 that revision in the same transaction. The bump takes the user's row lock until commit, so a
 user's writes commit one at a time, in revision order, and readers never see rev N+1 before N.
 """
