@@ -2,7 +2,7 @@
 
 ``open_services`` owns the store and broker connections; ``run_background`` owns the tasks
 that live as long as the instance (broker subscription, presence upkeep, tombstone purge,
-audit log writer); ``create_edge`` builds the instance's listener around them: the edge's own
+audit log writer, audit retention); ``create_edge`` builds the instance's listener around them: the edge's own
 routes (REST, health, the /ws and GraphQL websockets) and, behind them, a fresh Quart-Trio app
 (Quart apps are single-use) for GraphQL over HTTP, the web client and the metrics.
 """
@@ -39,6 +39,7 @@ from nursery.service.activity import Activity
 from nursery.service.audit import Audit
 from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
+from nursery.service.retention import AuditRetention
 from nursery.service.session import SessionLimits
 from nursery.service.session_cache import SessionCache
 from nursery.service.todos import Todos
@@ -71,6 +72,7 @@ class Services:
     audit: Audit
     audit_store: AuditStore
     activity: Activity
+    retention: AuditRetention
     draining: bool = False
 
 
@@ -131,6 +133,7 @@ async def open_services(
             audit=audit,
             audit_store=audit_store,
             activity=Activity(audit_store),
+            retention=AuditRetention(audit_store, days=settings.audit_retention_days),
         )
         _expose_live_counters(services)
         yield services
@@ -187,6 +190,8 @@ def _expose_live_counters(services: Services) -> None:
             lambda: audit.lost)
     m.gauge("nursery_audit_buffer_used", "Audit entries waiting to be written",
             lambda: audit.buffered)
+    m.count("nursery_audit_entries_pruned", "Audit entries this instance deleted (retention)",
+            lambda: services.retention.pruned)
 
 
 async def run_background(
@@ -199,6 +204,7 @@ async def run_background(
         await nursery.start(services.write_limiter.run)
         nursery.start_soon(_purge_tombstones, services)
         await nursery.start(services.audit.run, services.audit_store)
+        await nursery.start(services.retention.run)
         task_status.started()
 
 
@@ -261,8 +267,6 @@ def create_edge(services: Services) -> Edge:
     return Edge(
         router,
         create_app(services, engine),
-        host=settings.host,
-        port=settings.port,
         limits=EdgeLimits(
             max_body=settings.max_body_bytes,
             max_message=settings.ws_max_message_bytes,

@@ -71,6 +71,7 @@ PORT = Kind("a port, 0-65535 (0: any free port)", int, lambda v: 0 <= v <= 65535
 COUNT = Kind("a whole number >= 1", int, lambda v: v >= 1)
 SECONDS = Kind("seconds > 0: 2.5, 500ms, 30s, 5m, 2h, 7d", parse_duration, lambda v: v > 0)
 SECONDS_OR_ZERO = Kind("seconds >= 0: 0, 2.5, 500ms, 30s, 5m", parse_duration, lambda v: v >= 0)
+DAYS_OR_ZERO = Kind("days >= 0: 400, 30.5", float, lambda v: v >= 0)
 BOOL = Kind("true | false (also 1/0, yes/no, on/off)", _bool)
 RATE = Kind("COUNT/PERIOD: 10/60s, 10/1m, 1000/1h, 20/1", parse_rate)
 
@@ -152,6 +153,11 @@ class Settings:
         10_000, COUNT, "audit entries waiting to be written; more are dropped (and counted)"
     )
     audit_batch_size: int = _setting(500, COUNT, "audit entries per write")
+    audit_retention_days: float = _setting(
+        400.0, DAYS_OR_ZERO,
+        "audit entries older than this are deleted, in batches, one instance at a time"
+        " (0 keeps them forever; the analytics look back up to 366 days)",
+    )
     broker_timeout: float = _setting(3.0, SECONDS, "timeout of one broker operation")
     password_min_length: int = _setting(8, COUNT, "shortest accepted password")
     login_rate_per_account: Rate = _setting(

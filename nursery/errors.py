@@ -11,9 +11,10 @@ boundaries (``raise X(...) from exc``); the API maps them to the JSON error shap
     ├── Conflict              409  if_rev mismatch, email already registered
     ├── TooLarge              413
     ├── RateLimited           429  (retry_after seconds)
-    └── Unavailable           503  a dependency (database, broker) is down (retry_after)
-        ├── StoreUnavailable
-        └── BrokerUnavailable
+    ├── Unavailable           503  a dependency (database, broker) is down (retry_after)
+    │   ├── StoreUnavailable
+    │   └── BrokerUnavailable
+    └── CannotListen               startup: the address to listen on is taken or not ours
 """
 
 from __future__ import annotations
@@ -87,3 +88,7 @@ class StoreUnavailable(Unavailable):
 
 class BrokerUnavailable(Unavailable):
     code = "broker_unavailable"
+
+
+class CannotListen(NurseryError):
+    code = "cannot_listen"

@@ -128,6 +128,13 @@ class ChangeBatch:
     more: bool
     horizon: int
 
+    def resets(self, since: int) -> bool:
+        """Whether a reader at ``since`` must refetch everything instead of applying changes:
+        deletes after ``since`` were forgotten (below the horizon), or ``since`` is beyond the
+        server's head (a revision from another history: another deployment, a restored
+        backup). /api/changes and every live feed answer it the same way (``reset``)."""
+        return since < self.horizon or since > self.rev
+
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ import trio_asyncio
 from nursery.app import Services, create_edge, open_services, run_background
 from nursery.config import Settings
 from nursery.edge import Edge
+from nursery.ports import listen
 from nursery.protocol.close_codes import RESTARTING
 from nursery.stores.embedded import open_private_postgres
 
@@ -62,6 +64,14 @@ def resolve_secret(settings: Settings) -> str:
 
 
 @asynccontextmanager
+async def _closing(sock: socket.socket) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        sock.close()
+
+
+@asynccontextmanager
 async def open_database(settings: Settings) -> AsyncIterator[str]:
     if settings.database_url:
         yield settings.database_url
@@ -78,8 +88,10 @@ async def serve(
 ) -> None:
     """Run one instance until ``lifecycle`` asks it to stop; ``task_status.started`` with the
     bound addresses once it accepts requests. Raises ``NurseryError`` if startup fails."""
+    listener = listen(settings.host, settings.port)  # first: the embedded database takes seconds
     secret_key = resolve_secret(settings)
     async with (
+        _closing(listener),
         trio_asyncio.open_loop(),
         open_database(settings) as database_url,
         open_services(settings, database_url, secret_key) as services,
@@ -87,7 +99,7 @@ async def serve(
     ):
         await nursery.start(run_background, services)
         edge = create_edge(services)
-        binds = await nursery.start(_serve_edge, edge, lifecycle, nursery.cancel_scope)
+        binds = await nursery.start(_serve_edge, edge, listener, lifecycle, nursery.cancel_scope)
         nursery.start_soon(_shut_down_when_asked, services, edge, lifecycle, nursery.cancel_scope)
         log.info("instance %s ready on %s", settings.name, ", ".join(binds))
         task_status.started(binds)
@@ -95,13 +107,14 @@ async def serve(
 
 async def _serve_edge(
     edge: Edge,
+    listener: socket.socket,
     lifecycle: Lifecycle,
     owner: trio.CancelScope,
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     with lifecycle.http:
-        await edge.serve(task_status=task_status)
+        await edge.serve(listener, task_status=task_status)
     owner.cancel()  # serving is done: the background tasks go too
 
 

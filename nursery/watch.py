@@ -1,7 +1,21 @@
-"""``nursery watch``: log in and print the user's todos live, the whole list again on every change.
+"""``nursery watch``: log in and print the user's todos, then every change as it happens, one
+line each (fit for a terminal, a pipe or a log file)::
 
-Plain text lines, fit for a terminal or a pipe. A burst of changes (a backlog after a
-reconnect) is drawn once: redraws are at most one per ``REDRAW_INTERVAL``.
+    22:41:07  connecting to http://127.0.0.1:4000 as ada@example.com …
+    22:41:07  2 todo(s) at rev 5
+                [ ] buy milk  #shop
+                [x] call mom
+    22:41:07  connected to instance-2
+    22:41:07  2 device(s) online
+    22:41:12  rev 6  added    [ ] water the plants
+    22:41:15  rev 7  changed  [x] water the plants
+    22:41:20  rev 8  deleted  call mom
+    22:41:31  disconnected (server restarting); reconnecting in 0.2 s
+    22:41:31  connected to instance-1
+
+After a reconnect only what changed meanwhile is printed (the client resumes from the last
+revision it applied); after a ``reset`` (the server's history moved past ours) the whole list
+is printed again.
 """
 
 from __future__ import annotations
@@ -9,31 +23,19 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from typing import Any, NoReturn, TextIO
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import httpx
 import trio
 
 from nursery.client import ClientConfig, ClientError, SyncClient, login
 
-REDRAW_INTERVAL = 0.1
-QUIET = frozenset({"ping", "pong"})  # frames that change nothing on screen
+INDENT = " " * 12  # under the text of a timestamped line
 
 
-def render(client: SyncClient, status: str = "") -> str:
-    """The screen for the client's current state: a header line, then one line per todo."""
-    mirror = client.mirror
-    where = f"connected to {client.instance}" if client.connected else "disconnected"
-    online = f" · {len(client.presence)} device(s) online" if client.connected else ""
-    lines = [f"── {len(mirror.todos)} todo(s) · rev {mirror.rev} · {where}{online} ──"]
-    for todo in sorted(mirror.todos.values(), key=lambda t: (t.get("created_at") or "", t["id"])):
-        lines.append(_line(todo))
-    if status:
-        lines.append(f"({status})")
-    return "\n".join(lines) + "\n\n"
-
-
-def _line(todo: dict[str, Any]) -> str:
+def todo_line(todo: dict[str, Any]) -> str:
     text = f"[{'x' if todo.get('done') else ' '}] {todo.get('title', '')}"
     tags = todo.get("tags") or []
     if tags:
@@ -43,30 +45,67 @@ def _line(todo: dict[str, Any]) -> str:
     return text
 
 
-class _Screen:
-    """What to draw next; ``dirty`` is set by the client's events, cleared by the drawer."""
+class Lines:
+    """Turns the sync client's events into lines on ``out`` (``on_event`` is the client's
+    callback; ``client`` is set once the client exists). It remembers what it printed of each
+    todo (``known``), so that a change reads as added or changed, and a delete names the title
+    that went."""
 
-    def __init__(self) -> None:
-        self.dirty = trio.Event()
-        self.status = ""
+    def __init__(self, out: TextIO, clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S")) -> None:
+        self.client: SyncClient | None = None
+        self._out = out
+        self._clock = clock
+        self.known: dict[str, dict[str, Any]] = {}
+        self._loads = 0
+        self._online: int | None = None
+
+    def say(self, text: str, *more: str) -> None:
+        self._out.write(f"{self._clock()}  {text}\n" + "".join(f"{INDENT}{line}\n" for line in more))
+        self._out.flush()
 
     def on_event(self, frame: dict[str, Any]) -> None:
-        if frame["type"] in QUIET:
-            return
-        if frame["type"] == "disconnected":
-            self.status = f"{frame['reason']}; reconnecting in {frame['retry_in']:.1f} s"
-        elif frame["type"] == "welcome":
-            self.status = ""
-        self.dirty.set()
+        match frame["type"]:
+            case "loaded":
+                self._loaded(frame["rev"])
+            case "welcome":
+                self.say(f"connected to {frame.get('instance')}")
+                self._online = None  # say the count again on this connection
+            case "change":
+                self._change(frame)
+            case "disconnected":
+                self.say(f"disconnected ({frame['reason']}); reconnecting in {frame['retry_in']:.1f} s")
+            case "presence":
+                online = len(frame.get("online") or [])
+                if online != self._online:
+                    self._online = online
+                    self.say(f"{online} device(s) online")
+            case "session":
+                session = frame.get("session") or {}
+                verb = {"created": "signed in", "revoked": "signed out"}.get(frame.get("op", ""))
+                if verb:
+                    self.say(f"device {session.get('device', '?')!r} {verb}")
 
+    def _loaded(self, rev: int) -> None:
+        assert self.client is not None
+        todos = sorted(self.client.mirror.todos.values(),
+                       key=lambda t: (t.get("created_at") or "", t["id"]))
+        title = f"{len(todos)} todo(s) at rev {rev}"
+        if self._loads:
+            title = f"reset by the server: the list again, {title}"
+        self._loads += 1
+        self.say(title, *(todo_line(t) for t in todos))
+        self.known = {t["id"]: t for t in todos}
 
-async def _draw(client: SyncClient, screen: _Screen, out: TextIO) -> NoReturn:
-    while True:
-        await screen.dirty.wait()
-        screen.dirty = trio.Event()
-        out.write(render(client, screen.status))
-        out.flush()
-        await trio.sleep(REDRAW_INTERVAL)
+    def _change(self, frame: dict[str, Any]) -> None:
+        rev = frame.get("rev")
+        if frame.get("op") == "upsert":
+            todo = frame["todo"]
+            verb = "changed" if todo["id"] in self.known else "added  "
+            self.known[todo["id"]] = todo
+            self.say(f"rev {rev}  {verb}  {todo_line(todo)}")
+        else:
+            gone = self.known.pop(frame.get("id", ""), None)
+            self.say(f"rev {rev}  deleted  {gone.get('title', '') if gone else frame.get('id')}")
 
 
 async def watch(
@@ -78,25 +117,20 @@ async def watch(
     device: str = "nursery watch",
     config: ClientConfig = ClientConfig(),
 ) -> None:
-    """Log in as a new device and print the todos live until cancelled.
+    """Log in as a new device and print the todos, then each change, until cancelled.
 
     Raises ``RequestFailed`` if the login is refused, ``SessionEnded`` once the session is
-    revoked (the last screen is printed first). Owns the sync client's task and the drawer;
-    cancellation stops both.
+    revoked (a last line says so first). Owns the sync client's task; cancellation stops it.
     """
+    lines = Lines(out)
+    lines.say(f"connecting to {url} as {email} …")
     token = await login(url, email, password, device=device)
-    screen = _Screen()
-    client = SyncClient(url, token, on_event=screen.on_event, config=config)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_draw, client, screen, out)
-        try:
-            await client.run()  # returns only by raising
-        except ClientError as exc:  # caught in here so that it leaves the nursery unwrapped
-            ended = exc
-        nursery.cancel_scope.cancel()
-    out.write(render(client, f"stopped: {ended}"))
-    out.flush()
-    raise ended
+    lines.client = SyncClient(url, token, on_event=lines.on_event, config=config)
+    try:
+        await lines.client.run()  # returns only by raising
+    except ClientError as exc:
+        lines.say(f"stopped: {exc}")
+        raise
 
 
 def main(url: str, email: str | None, password: str | None) -> int:

@@ -570,25 +570,40 @@ async def test_a_revoked_session_ends_the_client(database_url: str) -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_watch_prints_the_todos_live(database_url: str) -> None:
+async def test_watch_prints_the_todos_then_each_change_as_a_line(database_url: str) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
             a = await start_instance(nursery, database_url)
             user = await register(http, a.url)
-            await http.post(f"{a.url}/api/todos", json={"title": "first", "tags": ["home"]}, headers=user.headers)
+            first = (await http.post(f"{a.url}/api/todos", json={"title": "first", "tags": ["home"]},
+                                     headers=user.headers)).json()["todo"]
             out = io.StringIO()
             with pytest.raises(RequestFailed, match="401"):
                 await watch(a.url, user.email, "wrong password", out)
+            out = io.StringIO()
             nursery.start_soon(watch, a.url, user.email, user.password, out)
-            with trio.fail_after(10):
-                while "[ ] first  #home" not in out.getvalue():
-                    await trio.sleep(0.05)
-            await http.post(f"{a.url}/api/todos", json={"title": "second"}, headers=user.headers)
-            with trio.fail_after(10):
-                while "[ ] second" not in out.getvalue():
-                    await trio.sleep(0.05)
-            last = out.getvalue().strip().split("\n\n")[-1].splitlines()
-            assert last[0].startswith("── 2 todo(s) · rev 2 · connected to ")
-            assert last[1:] == ["[ ] first  #home", "[ ] second"]
+
+            async def printed(text: str) -> list[str]:
+                """The lines (timestamps cut) once one of them ends with ``text``."""
+                with trio.fail_after(10):
+                    while True:
+                        lines = [line[10:] for line in out.getvalue().splitlines()]
+                        if any(line.endswith(text) for line in lines):
+                            return lines
+                        await trio.sleep(0.02)
+
+            lines = await printed("connected to " + a.name)
+            # It starts by saying it is connecting, then the list once, then where it is.
+            assert lines[0] == f"connecting to {a.url} as {user.email} …"
+            assert lines[1:4] == ["1 todo(s) at rev 1", "  [ ] first  #home", f"connected to {a.name}"]
+            second = (await http.post(f"{a.url}/api/todos", json={"title": "second"},
+                                      headers=user.headers)).json()["todo"]
+            await printed("rev 2  added    [ ] second")
+            await http.patch(f"{a.url}/api/todos/{second['id']}", json={"done": True}, headers=user.headers)
+            await printed("rev 3  changed  [x] second")
+            await http.delete(f"{a.url}/api/todos/{first['id']}", headers=user.headers)
+            lines = await printed("rev 4  deleted  first")
+            # A line per change: the list is never printed again.
+            assert sum("first  #home" in line for line in lines) == 1
             a.stop()
             nursery.cancel_scope.cancel()

@@ -1,4 +1,4 @@
-"""Our errors → the JSON error shape of DESIGN.md, in one place.
+"""Our errors → the JSON error shape of docs/api.md, in one place.
 
 ``{"error": {"code", "message", "details"}}`` with the error's status; 429 and 503 carry
 Retry-After. Unexpected exceptions are logged and answered 500 without a stack trace. The

@@ -1,4 +1,4 @@
-"""The REST API (v1) of DESIGN.md: auth, sessions, todos, changes; activity and analytics.
+"""The REST API (v1) of docs/api.md: auth, sessions, todos, changes; activity and analytics.
 
 Served by the edge's router (``edge.router``): one handler per route, each given the whole
 request, answering with a JSON response; our errors become the JSON error shape in
@@ -194,8 +194,9 @@ def rest_router(
         who = await caller(request)
         since = _int_arg(request, "since", 0, 0, 2**62)
         batch = await todos.changes(who, since, limit=_int_arg(request, "limit", 500, 1, MAX_CHANGES))
-        if since < batch.horizon:
-            # Deletes after ``since`` were forgotten: the reader must refetch everything.
+        if batch.resets(since):
+            # Deletes after ``since`` were forgotten, or ``since`` is not from this server's
+            # history: the reader must refetch everything (as /ws says with ``reset``).
             return json_response({"reset": True, "changes": [], "rev": batch.rev, "more": False})
         return json_response({
             "changes": [c.to_json() for c in batch.changes],

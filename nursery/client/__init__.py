@@ -4,7 +4,7 @@ Three layers, the first two without I/O:
 
 - ``Mirror``: the todos by id and the revision they reflect; applies ``change`` frames.
 - ``Backoff``: when to try again after a connection ended (full-jitter exponential backoff).
-- ``SyncClient``: the I/O. The gap-free start of DESIGN.md (``GET /api/todos``, then ``hello``
+- ``SyncClient``: the I/O. The gap-free start of docs/protocol.md (``GET /api/todos``, then ``hello``
   with ``since`` = the list's ``rev``), the backlog, live changes, heartbeats, and reconnects
   that resume from the last revision applied.
 

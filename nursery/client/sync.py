@@ -1,4 +1,4 @@
-"""``SyncClient``: the I/O. The gap-free start of DESIGN.md (``GET /api/todos``, then
+"""``SyncClient``: the I/O. The gap-free start of docs/protocol.md (``GET /api/todos``, then
 ``hello`` with ``since`` = the list's ``rev``), the backlog, live changes, heartbeats, and
 reconnects that resume from the last revision applied.
 """

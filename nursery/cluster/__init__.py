@@ -10,13 +10,15 @@ its directory (default ``.nursery/cluster``)::
     DIR/supervisor.lock held (flock) while the supervisor runs
     DIR/secret_key      NURSERY_SECRET_KEY of every instance, unless given (0600)
     DIR/logs/NAME.log   each process's output; supervisor.log with --detach
-    DIR/pg/             the private PostgreSQL (its log: DIR/pg/server.log)
+    DIR/prometheus.yml  a Prometheus config scraping these instances (``_prometheus``)
+    DIR/pg/             the private PostgreSQL's data (its log: DIR/logs/postgres.log)
 
 ``restart`` is a rolling restart (SIGHUP to the supervisor): one instance at a time, each back
 and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
 
 Modules: ``_config`` (what to run), ``_supervisor`` (running it), ``_probes`` (is it
-answering), ``_state`` (the directory), ``_commands`` (the command line).
+answering), ``_state`` (the directory), ``_prometheus`` (its scrape config), ``_commands``
+(the command line).
 
 Errors::
 

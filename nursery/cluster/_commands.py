@@ -5,7 +5,7 @@ to an argparse parser, ``run_cluster_command`` runs a parsed one; exit statuses 
   a new session (its output in ``DIR/logs/supervisor.log``) and returns once it is ready.
   Exit 1 when startup fails, with the reason (and the failing process's log tail) on stderr.
 - ``status``: reads the state file and probes every process itself (/readyz of each instance,
-  /readyz through Caddy, PING to Redis, a connection to PostgreSQL); exit 0 when all answer,
+  /readyz through Caddy, PING to Redis, a startup message to PostgreSQL); exit 0 when all answer,
   2 when something does not (or the supervisor is gone but its children live), 1 when no
   cluster runs in the directory.
 - ``restart``: SIGHUP to the supervisor, then follows the state file until the rolling restart
@@ -23,7 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,11 +39,12 @@ from nursery.cluster._config import (
     ClusterConfig,
     ClusterError,
 )
-from nursery.cluster._probes import postgres_probe, readyz_probe, redis_probe_of
+from nursery.cluster._probes import postgres_probe_of, readyz_probe, redis_probe_of
 from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
 from nursery.cluster._run import run_cluster
 from nursery.cluster._logs import log_tail, redact
 from nursery.errors import NurseryError
+from nursery.ports import listen_problem
 
 
 async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
@@ -54,14 +54,11 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
     async def one(name: str, probe: Callable[[], Any]) -> None:
         results[name] = await probe()
 
+    probes = {"redis": redis_probe_of, "postgres": postgres_probe_of}
     async with trio.open_nursery() as nursery:
         for proc in state.get("processes", []):
-            kind, host, port = proc["kind"], proc["host"], proc["port"]
-            make = redis_probe_of if kind == "redis" else readyz_probe
-            nursery.start_soon(one, proc["name"], make(host, port))
-        database = state.get("database", {})
-        if database.get("port"):
-            nursery.start_soon(one, "postgres", lambda: postgres_probe("127.0.0.1", database["port"]))
+            make = probes.get(proc["kind"], readyz_probe)
+            nursery.start_soon(one, proc["name"], make(proc["host"], proc["port"]))
     return results
 
 
@@ -77,10 +74,6 @@ def format_status(state: dict[str, Any], probes: dict[str, str | None], running:
     database = state.get("database", {})
     if database.get("external"):
         rows.append(("postgres", "-", database.get("url", "?"), "external", "-", "-", "-", "-", "-"))
-    else:
-        rows.append(("postgres", str(database.get("pid") or "-"), f"127.0.0.1:{database.get('port')}",
-                     "running" if probes.get("postgres") else "down", probes.get("postgres") or "no answer",
-                     "-", "-", _duration(now - sup["started_at"]), _short(database.get("log", "-"), sup)))
     if not any(p["kind"] == "redis" for p in state["processes"]):
         rows.append(("redis", "-", redact(state.get("redis_url", "")), "external", "-", "-", "-", "-", "-"))
     for proc in state["processes"]:
@@ -111,8 +104,7 @@ async def _status(directory: Path, as_json: bool) -> int:
         print(json.dumps({**state, "running": running, "probes": probes}, indent=2))
     else:
         print(format_status(state, probes, running))
-    healthy = running and all(probes.get(p["name"]) for p in state["processes"]) and (
-        state["database"].get("external") or probes.get("postgres"))
+    healthy = running and all(probes.get(p["name"]) for p in state["processes"])
     return 0 if healthy else 2
 
 
@@ -307,20 +299,10 @@ def _check_config(config: ClusterConfig) -> None:
             package = "caddy" if program == config.caddy else "redis-server"
             raise ClusterError(f"{program} not found: install Debian's {package} package"
                                + (" or set NURSERY_CADDY" if package == "caddy" else ""))
-    busy = [p for p in (*config.instance_ports, config.proxy_port) if not _port_free(config.host, p)]
+    busy = [p for p in (*config.instance_ports, config.proxy_port) if listen_problem(config.host, p)]
     if busy:
         raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {config.host} already in use "
                            f"(another cluster? see --base-port and --proxy-port)")
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _expected_failure(exc: BaseException) -> str | None:

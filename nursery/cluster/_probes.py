@@ -7,6 +7,7 @@ answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none rais
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -104,14 +105,31 @@ async def redis_probe(host: str, port: int) -> str | None:
     return "PONG" if reply.startswith(b"+PONG") else None
 
 
+def postgres_probe_of(host: str, port: int) -> Callable[[], Any]:
+    return lambda: postgres_probe(host, port)
+
+
+# A protocol 3.0 StartupMessage (user nursery, database postgres) and a Terminate.
+_PG_PARAMETERS = b"user\0nursery\0database\0postgres\0\0"
+_PG_STARTUP = struct.pack("!ii", 8 + len(_PG_PARAMETERS), 196608) + _PG_PARAMETERS
+_PG_TERMINATE = b"X\0\0\0\4"
+
+
 async def postgres_probe(host: str, port: int) -> str | None:
+    """"accepts" when the server answers a startup message with an authentication request
+    ('R'); a server that listens but is still starting up (recovery after a crash) or shutting
+    down answers an error ('E') instead, which is not ready."""
     try:
         with trio.fail_after(PROBE_TIMEOUT):
             stream = await trio.open_tcp_stream(host, port)
-            await stream.aclose()
-    except (OSError, trio.TooSlowError):
+            async with stream:
+                await stream.send_all(_PG_STARTUP)
+                reply = await stream.receive_some(1)
+                if reply == b"R":
+                    await stream.send_all(_PG_TERMINATE)
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
         return None
-    return "accepts"
+    return "accepts" if reply == b"R" else None
 
 
 async def until_proxy_reaches(host: str, port: int, instance: str) -> None:

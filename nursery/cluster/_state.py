@@ -77,19 +77,18 @@ def live_pids(state: dict[str, Any]) -> list[tuple[str, int, int]]:
     for proc in state.get("processes", []):
         pid = proc.get("pid")
         if pid and alive(pid) and _same_command(proc, cmdline(pid)):
-            found.append((proc["name"], pid, signal.SIGTERM))
-    database = state.get("database", {})
-    pid_file = Path(database.get("log", "")).parent / "postmaster.pid"
-    pg_pid = postmaster_pid(pid_file) if not database.get("external") else None
-    if pg_pid and alive(pg_pid) and "postgres" in cmdline(pg_pid):
-        found.append(("postgres", pg_pid, signal.SIGINT))  # SIGINT: PostgreSQL's fast shutdown
+            # SIGINT is PostgreSQL's fast shutdown (SIGTERM would wait for every client).
+            found.append((proc["name"], pid, signal.SIGINT if proc["kind"] == "postgres" else signal.SIGTERM))
     return found
 
 
 def _same_command(proc: dict[str, Any], running: str) -> bool:
     if proc["kind"] == "redis":  # redis-server rewrites its title to "redis-server HOST:PORT"
         return running.startswith("redis-server") and f":{proc['port']}" in running
-    return running.strip() == proc.get("command")
+    running = running.strip()
+    # PostgreSQL is started through setpriv (as the postgres user), which execs it: the
+    # command recorded ends with the one running.
+    return bool(running) and str(proc.get("command", "")).endswith(running)
 
 
 def alive(pid: int) -> bool:
@@ -105,11 +104,3 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def postmaster_pid(pid_file: Path) -> int | None:
-    try:
-        return int(pid_file.read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-

@@ -1,6 +1,7 @@
 """The supervisor (driven by ``_run.run_cluster``): starts PostgreSQL (unless given a URL), Redis (unless
-given a URL), the instances and Caddy as child processes it owns, restarts the ones that
-crash, performs rolling restarts on SIGHUP, and stops everything on SIGTERM/SIGINT.
+given a URL), the instances and Caddy as child processes it owns, restarts any of them that
+exits (PostgreSQL included), performs rolling restarts on SIGHUP, and stops everything on
+SIGTERM/SIGINT.
 
 Children: each runs in its own session (a terminal's Ctrl-C reaches the supervisor only, which
 stops them in order), with stdout and stderr appended to ``DIR/logs/NAME.log`` together with
@@ -17,8 +18,13 @@ round robin reaches it within a few tries once Caddy's health check has passed).
 the next one. A step that does not finish within ``ready_timeout`` stops the roll (the other
 instances are left alone) and the roll is reported failed.
 
+PostgreSQL runs in the foreground as a child like the others (``postgres -D DIR/pg``, as the
+``postgres`` user when we are root), so a crash is seen and restarted the same way; it starts
+first, and the ``nursery`` database is created once it answers.
+
 Shutdown: instances first (all at once, SIGTERM, so clients get 1012 through Caddy), then
-Caddy, then Redis, then PostgreSQL; each is killed if it outlives its deadline. A second
+Caddy, then Redis, then PostgreSQL (SIGINT: its fast shutdown); each is killed if it outlives
+its deadline. A second
 signal passes SIGTERM on to the instances again (they stop at once), a third kills everything.
 """
 
@@ -40,9 +46,9 @@ import trio
 
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
 from nursery.cluster._logs import describe_exit, log_tail, note, redact
-from nursery.cluster._probes import readyz_probe, redis_probe_of, until_proxy_reaches
+from nursery.cluster._probes import postgres_probe_of, readyz_probe, redis_probe_of, until_proxy_reaches
 from nursery.cluster._state import write_private
-from nursery.stores.embedded import free_port
+from nursery.stores.embedded import PrivatePostgres, free_port
 
 log = logging.getLogger("nursery.cluster")
 
@@ -52,6 +58,7 @@ STABLE_AFTER = 30.0  # a child up this long has its crash count reset
 POLL = 0.05
 CADDY_STOP_TIMEOUT = 15.0  # the Caddyfile's grace_period (10 s) plus a margin
 REDIS_STOP_TIMEOUT = 10.0
+POSTGRES_STOP_TIMEOUT = 30.0  # a fast shutdown writes a checkpoint first
 
 
 @dataclass(eq=False)
@@ -62,13 +69,14 @@ class Child:
     nobody asked for."""
 
     name: str
-    kind: str  # "instance", "redis", "caddy"
+    kind: str  # "postgres", "redis", "instance", "caddy"
     argv: list[str]
     env: dict[str, str]
     host: str
     port: int
     log_path: Path
     probe: Callable[[], Any]  # async () -> str | None: a short description when healthy
+    stop_signal: int = signal.SIGTERM  # asks it to stop gracefully
     process: trio.Process | None = None
     state: str = "new"
     generation: int = 0  # how many times it was started
@@ -103,11 +111,14 @@ class Supervisor:
     """Owns the children of one cluster directory; see the module docstring."""
 
     def __init__(self, config: ClusterConfig, directory: Path, database_url: str,
-                 database_info: dict[str, Any]) -> None:
+                 database_info: dict[str, Any], postgres: PrivatePostgres | None = None) -> None:
+        """``postgres``: the private server to run and supervise (None: ``database_url`` is
+        external), already initialised (``PrivatePostgres.prepare``)."""
         self.config = config
         self.directory = directory
         self.database_url = database_url
         self.database_info = database_info
+        self.postgres = postgres
         self.children: list[Child] = []
         self.instances: list[Child] = []
         self.caddy: Child | None = None
@@ -123,10 +134,17 @@ class Supervisor:
 
     # -- building the children ------------------------------------------------------------
 
-    def plan(self, secret_key: str) -> None:
+    def plan(self, secret_key: str, postgres_argv: list[str] | None = None) -> None:
+        """The children to run; ``postgres_argv``: the private PostgreSQL's command line."""
         config, logs = self.config, self.directory / LOG_DIR
         base_env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("NURSERY_PROXY_", "NURSERY_UPSTREAMS", "NURSERY_CADDY"))}
+        if self.postgres is not None and postgres_argv:
+            pg = self.postgres
+            self.children.append(Child(
+                "postgres", "postgres", postgres_argv, _postgres_env(base_env), "127.0.0.1",
+                pg.port, logs / "postgres.log", postgres_probe_of("127.0.0.1", pg.port),
+                stop_signal=signal.SIGINT))
         if not config.redis_url:
             port = free_port(config.host)
             self.redis_url = f"redis://{config.host}:{port}/0"
@@ -286,14 +304,15 @@ class Supervisor:
             await trio.sleep(0.1)
 
     async def stop_child(self, child: Child, timeout: float) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns once its supervise task ended."""
+        """Its stop signal, then SIGKILL after ``timeout``; returns once its supervise task
+        ended."""
         child.stopping = True
         child.wake.set()
         if not child.supervised:
             return
         if child.pid is not None:
             self.set_state(child, "stopping")
-        child.signal(signal.SIGTERM)
+        child.signal(child.stop_signal)
         with trio.move_on_after(timeout) as waited:
             await child.finished.wait()
         if waited.cancelled_caught:
@@ -320,12 +339,15 @@ class Supervisor:
                 await trio.sleep(POLL)
 
     async def start_all(self, nursery: trio.Nursery) -> None:
-        stages: list[list[Child]] = [[c for c in self.children if c.kind == "redis"],
+        postgres = [c for c in self.children if c.kind == "postgres"]
+        stages: list[list[Child]] = [postgres, [c for c in self.children if c.kind == "redis"],
                                      self.instances, [self.caddy] if self.caddy else []]
         for stage in stages:
             for child in stage:
                 nursery.start_soon(self.supervise, child)
             await self.wait_ready(stage, self.config.ready_timeout)
+            if stage is postgres and self.postgres is not None:
+                await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
 
     async def stop_all(self) -> None:
         self.state = "stopping"
@@ -334,7 +356,8 @@ class Supervisor:
         async with trio.open_nursery() as group:
             for child in self.instances:
                 group.start_soon(self.stop_child, child, self.config.shutdown_timeout + stop_margin)
-        for kind, timeout in (("caddy", CADDY_STOP_TIMEOUT), ("redis", REDIS_STOP_TIMEOUT)):
+        for kind, timeout in (("caddy", CADDY_STOP_TIMEOUT), ("redis", REDIS_STOP_TIMEOUT),
+                              ("postgres", POSTGRES_STOP_TIMEOUT)):
             for child in self.children:
                 if child.kind == kind:
                     await self.stop_child(child, timeout)
@@ -419,3 +442,10 @@ class Supervisor:
             raise ClusterError(f"{child.name} was not back in Caddy's rotation within "
                                f"{config.ready_timeout:.0f} s; see {child.log_path}")
         log.info("%s back in rotation", child.name)
+
+
+def _postgres_env(base_env: dict[str, str]) -> dict[str, str]:
+    # PGHOST, PGDATA, PGOPTIONS... of the operator's shell must not redirect the server.
+    env = {k: v for k, v in base_env.items() if not k.startswith("PG")}
+    env["LC_MESSAGES"] = "C"  # its log lines stay greppable
+    return env

@@ -12,7 +12,6 @@ Why not Hypercorn: see bench/README.md (memory and CPU per websocket and per req
 from nursery.edge.http import Request as Request
 from nursery.edge.http import Response as Response
 from nursery.edge.listener import Edge as Edge
-from nursery.edge.listener import EdgeError as EdgeError
 from nursery.edge.listener import EdgeLimits as EdgeLimits
 from nursery.edge.router import Router as Router
 from nursery.edge.router import SocketOutcome as SocketOutcome

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 ACCEPT_BATCH = 64  # connections accepted per wake-up of the listener
 ACCEPT_RETRY = 0.1  # seconds to wait when out of file descriptors
-BACKLOG = 4096
 
 
 class Hardening(Protocol):
@@ -58,10 +57,6 @@ class ErrorShape(Protocol):
     def error(self, request: Request, status: int, code: str, message: str) -> Response: ...
 
     def response_for(self, error: NurseryError) -> Response: ...
-
-
-class EdgeError(NurseryError):
-    """The edge cannot listen (the message says why: e.g. the port is taken)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +97,6 @@ class Edge:
         router: Router,
         app: asgi.ASGIApp,
         *,
-        host: str,
-        port: int,
         limits: EdgeLimits,
         hardening: Hardening,
         errors: ErrorShape,
@@ -112,7 +105,6 @@ class Edge:
     ) -> None:
         self.router = router
         self._app = app
-        self._host, self._port = host, port
         self._limits = limits
         self.max_body = limits.max_body
         self.idle_timeout = limits.idle_timeout
@@ -124,14 +116,18 @@ class Edge:
         self.draining = draining
         self.in_flight = InFlight()
         self._listener: socket.socket | None = None
-        self._server: tuple[str, int] = (host, port)
+        self._server: tuple[str, int] = ("", 0)
 
     # -- lifetime -------------------------------------------------------------------------------
 
-    async def serve(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        """Start the app, listen, and serve until cancelled; ``task_status.started`` with the
-        URL served once connections are accepted. Raises ``EdgeError`` if it cannot listen."""
-        listener = self._listen()
+    async def serve(
+        self, listener: socket.socket, *,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start the app, then serve on ``listener`` (``ports.listen``) until cancelled;
+        ``task_status.started`` with the URL served once connections are accepted. Closes
+        the listener."""
+        self._listener = listener
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(asgi.serve_lifespan, self._app)
@@ -142,7 +138,7 @@ class Edge:
                 await self._accept(listener, nursery)
                 await trio.sleep_forever()  # the connections go on until the owner cancels
         finally:
-            listener.close()
+            self.stop_accepting()
 
     def stop_accepting(self) -> None:
         listener, self._listener = self._listener, None
@@ -152,27 +148,6 @@ class Edge:
 
     async def wait_idle(self) -> None:
         await self.in_flight.wait_idle()
-
-    def _listen(self) -> socket.socket:
-        try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
-            listener = socket.socket(family, kind, proto)
-        except OSError as exc:
-            raise EdgeError(f"cannot listen on {self._host}:{self._port}: {exc}") from exc
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(address)
-            listener.listen(BACKLOG)
-            listener.setblocking(False)
-        except OSError as exc:
-            listener.close()
-            if exc.errno == errno.EADDRINUSE:
-                raise EdgeError(f"port {self._port} on {self._host} is already in use") from exc
-            raise EdgeError(f"cannot listen on {self._host}:{self._port}: {exc.strerror}") from exc
-        self._listener = listener
-        return listener
 
     async def _accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
         while self._listener is listener:

@@ -140,7 +140,7 @@ class Feed:
         await emit(Head(head.rev))
         if since is None:
             self._last = head.rev
-        elif since < head.horizon or since > head.rev:
+        elif head.resets(since):
             await emit(Reset(head.rev))
             self._last = head.rev
         else:

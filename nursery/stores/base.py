@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from nursery.errors import Conflict
+
 from nursery.models import (
     ChangeBatch,
     Credentials,
@@ -20,6 +22,12 @@ from nursery.models import (
     User,
     WriteResult,
 )
+
+
+def stale_revision(if_rev: int, current: int) -> Conflict:
+    """The 409 of a write whose ``if_rev`` is not the todo's revision, as every store says it."""
+    return Conflict(f"the todo changed since revision {if_rev}: it is at revision {current} now",
+                    details={"rev": current})
 
 
 class AccountStore(Protocol):

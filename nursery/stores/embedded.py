@@ -7,6 +7,10 @@ Two entry points, one implementation:
   ``pg_ctl start``; ``stop()`` runs ``pg_ctl stop -m fast``. Used by sync pytest fixtures.
 - ``open_private_postgres`` (trio): runs the same ``start``/``stop`` in ``trio.to_thread``
   (they only wait on subprocesses, each bounded by a timeout).
+- A supervisor that runs the server itself (``nursery cluster``, which restarts it when it
+  dies) calls ``prepare()`` (initdb on first use; the ``postgres`` command line to run in the
+  foreground), starts that command, and once it answers calls ``create_database_if_missing()``.
+  Stopping it is then the supervisor's job (SIGINT: PostgreSQL's fast shutdown).
 
 Resource handling: the server is a daemon launched by ``pg_ctl``; whoever called ``start()``
 owns it and must call ``stop()`` (the context manager does, shielded, also on cancellation).
@@ -119,23 +123,31 @@ class PrivatePostgres:
         if self._launched:
             return self.url
         deadline = time.monotonic() + self.timeout
-        self.bin_dir  # fail on missing binaries before touching any directory
-        self._prepare_dirs()
-        if (self.pg_dir / "PG_VERSION").is_file():
-            self._check_reusable(deadline)
-        else:
-            self._initdb(deadline)
+        self._initialise(deadline)
         self._launch(deadline)
         try:
-            self.execute(
-                f"SELECT 'CREATE DATABASE {DATABASE}' WHERE NOT EXISTS"
-                f" (SELECT FROM pg_database WHERE datname = '{DATABASE}')\n\\gexec\n",
-                timeout=_remaining(deadline),
-            )
+            self.create_database_if_missing(timeout=_remaining(deadline))
         except BaseException:
             self.stop(mode="immediate")
             raise
         return self.url
+
+    def prepare(self) -> list[str]:
+        """For a caller that runs the server itself: initialise the cluster if new (refusing
+        one already served), and return the command that serves it in the foreground, as the
+        server user when we are root. The caller owns that process; once it accepts
+        connections, call ``create_database_if_missing``. Raises ``StoreUnavailable``."""
+        self._initialise(time.monotonic() + self.timeout)
+        return self._as_user([str(self.bin_dir / "postgres"), "-D", str(self.pg_dir),
+                              *self._server_options()])
+
+    def create_database_if_missing(self, *, timeout: float = 10.0) -> None:
+        """Create the ``nursery`` database on the running server unless it exists."""
+        self.execute(
+            f"SELECT 'CREATE DATABASE {DATABASE}' WHERE NOT EXISTS"
+            f" (SELECT FROM pg_database WHERE datname = '{DATABASE}')\n\\gexec\n",
+            timeout=timeout,
+        )
 
     def stop(self, *, mode: StopMode = "fast", timeout: float = 15.0) -> None:
         """Stop the server if this object launched it (no-op otherwise) and wait for it to
@@ -196,6 +208,14 @@ class PrivatePostgres:
 
     # -- steps of start() -----------------------------------------------------------------
 
+    def _initialise(self, deadline: float) -> None:
+        self.bin_dir  # fail on missing binaries before touching any directory
+        self._prepare_dirs()
+        if (self.pg_dir / "PG_VERSION").is_file():
+            self._check_reusable(deadline)
+        else:
+            self._initdb(deadline)
+
     def _prepare_dirs(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pg_dir.mkdir(mode=0o700, exist_ok=True)
@@ -236,13 +256,17 @@ class PrivatePostgres:
                 f"using this data dir, or left over by a killed one); stop it with: "
                 f"{shlex.join(stop)}")
 
-    def _launch(self, deadline: float) -> None:
+    def _server_options(self) -> list[str]:
         options = ["-c", f"listen_addresses={HOST}", "-p", str(self.port),
                    "-c", f"unix_socket_directories={self._socket_dir()}",
                    "-c", f"max_connections={self.max_connections}"]
         if self.fast:
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                         "-c", "full_page_writes=off"]
+        return options
+
+    def _launch(self, deadline: float) -> None:
+        options = self._server_options()
         wait = max(1, math.floor(_remaining(deadline)))
         self._launched = True  # from here a half-started server may exist: stop() must act
         result = self._run_pg_ctl(

@@ -1,5 +1,5 @@
 """Helpers for the REST API tests: an instance with one HTTP client, and assertions on the
-error shape of DESIGN.md (``{"error": {"code", "message", "details"}}``)."""
+error shape of docs/api.md (``{"error": {"code", "message", "details"}}``)."""
 
 from __future__ import annotations
 

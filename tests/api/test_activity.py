@@ -12,9 +12,10 @@ import httpx
 import pytest
 import trio
 
+from nursery.stores.embedded import PrivatePostgres
 from nursery.stores.postgres.audit import PostgresAuditStore
 from tests.api.support import Api, error_of
-from tests.harness import User
+from tests.harness import User, register, start_instance
 from tests.stores.backends import BACKENDS, start_on_backend
 
 
@@ -161,3 +162,37 @@ async def test_an_overflowing_audit_buffer_drops_and_counts_without_slowing_requ
             assert r.status_code == 200  # reading the trail does not wait for the writer
         stuck.set()
         instance.stop()
+
+
+async def test_an_instance_prunes_entries_older_than_the_retention(
+    nursery: trio.Nursery, database_url: str, pg_server: PrivatePostgres
+) -> None:
+    """NURSERY_AUDIT_RETENTION_DAYS at work: an instance started with a 5-day retention
+    deletes a user's 10-day-old entries (its first round runs at start), keeps the new one,
+    and counts what it deleted in its metrics."""
+    with trio.fail_after(30):
+        first = await start_instance(nursery, database_url)  # creates the schema; keeps 400 days
+        async with httpx.AsyncClient(timeout=10) as client:
+            user = await register(client, first.url)
+            database = database_url.rsplit("/", 1)[1]
+            pg_server.execute(
+                "INSERT INTO audit_log (id, user_id, kind, at, seq) SELECT gen_random_uuid(),"
+                f" '{user.user_id}', 'login', now() - interval '10 days', n"
+                " FROM generate_series(1, 3) n",
+                database=database,
+            )
+            while True:  # 3 old logins + the sign-up's (written a moment later)
+                trail = await client.get(f"{first.url}/api/activity", headers=user.headers)
+                if len(trail.json()["entries"]) == 4:
+                    break
+                await trio.sleep(0.02)
+
+            second = await start_instance(nursery, database_url, audit_retention_days=5)
+            while True:
+                trail = await client.get(f"{second.url}/api/activity", headers=user.headers)
+                if len(trail.json()["entries"]) == 1:
+                    break
+                await trio.sleep(0.05)
+            assert trail.json()["entries"][0]["device"] == "laptop"  # the sign-up's login
+            metrics = (await client.get(f"{second.url}/metrics")).text
+            assert "nursery_audit_entries_pruned_total 3.0" in metrics

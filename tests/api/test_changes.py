@@ -5,10 +5,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import json
+
 import trio
+from trio_websocket import open_websocket_url
 
 from tests.api.support import Api, error_of, fields_of
-from tests.harness import User
+from tests.harness import User, hello
 
 
 async def changes(api: Api, user: User, **params: Any) -> dict[str, Any]:
@@ -175,3 +178,18 @@ async def test_changes_replay_tracks_deletes_under_concurrency(api: Api) -> None
         deleted = {c["id"] for c in feed if c["op"] == "delete"}
         assert deleted == {t["id"] for i, t in enumerate(todos) if i % 2}
         assert {t["id"] for t in await api.all_todos(user)} == {t["id"] for i, t in enumerate(todos) if not i % 2}
+
+
+async def test_a_revision_above_the_head_resets_over_rest_as_over_the_websocket(api: Api) -> None:
+    """A client holding a revision this server never reached (another deployment, a restored
+    backup) is told to refetch, by /api/changes as by /ws: never an empty page it would take
+    for "nothing new"."""
+    with trio.fail_after(20):
+        user = await api.register()
+        for title in ("a", "b", "c"):
+            await api.create(user, title)
+        assert await changes(api, user, since=10) == {"reset": True, "changes": [], "rev": 3, "more": False}
+        assert (await changes(api, user, since=3))["changes"] == []  # at the head: nothing new
+        async with open_websocket_url(api.instance.ws_url) as ws:
+            await hello(ws, user.token, 10)
+            assert json.loads(await ws.get_message()) == {"type": "reset", "rev": 3}

@@ -165,6 +165,8 @@ async def test_patch_if_rev(api: Api) -> None:
         )
         error = error_of(r, 409, "conflict")
         assert error["details"]["rev"] == v2["rev"]
+        assert error["message"] == (f"the todo changed since revision {todo['rev']}: "
+                                    f"it is at revision {v2['rev']} now")
         r = await api.client.patch(
             f"/api/todos/{todo['id']}", json={"title": "future", "if_rev": v2["rev"] + 10}, headers=user.headers
         )

@@ -1,7 +1,8 @@
-"""``cluster``: a real ``nursery cluster up`` (3 instances and Caddy) on a database of its own
-and the session's Redis, shared by the tests of a module (starting one takes seconds) and
-stopped with ``nursery cluster down`` after the module, whatever happened. Each test gets it
-with every process ready again, and registers users of its own."""
+"""``cluster``: a real ``nursery cluster up`` (3 instances and Caddy) on a PostgreSQL and a
+Redis of its own (so that fault tests may stop them: ``deployment``), shared by the tests of
+this package (starting one takes seconds) and stopped with ``nursery cluster down`` after the
+last of them, whatever happened. Each test gets it with every process ready again, and
+registers users of its own."""
 
 from __future__ import annotations
 
@@ -12,18 +13,41 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.faults import Deployment
 from tests.cluster.support import RunningCluster, require_caddy, start_cluster
-from tests.servers import PrivatePostgres, RedisServer, new_database, scratch_dir
+from tests.servers import PrivatePostgres, RedisServer, scratch_dir
 
 
-@pytest.fixture(scope="module")
-def shared_cluster(pg_server: PrivatePostgres, redis_server: RedisServer) -> Iterator[RunningCluster]:
+@pytest.fixture(scope="package")
+def cluster_postgres() -> Iterator[PrivatePostgres]:
+    directory = scratch_dir("nursery-cluster-pg-")
+    server = PrivatePostgres(directory, fast=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def cluster_redis() -> Iterator[RedisServer]:
+    directory = scratch_dir("nursery-cluster-redis-")
+    server = RedisServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def shared_cluster(cluster_postgres: PrivatePostgres, cluster_redis: RedisServer) -> Iterator[RunningCluster]:
     require_caddy()
     directory = Path(scratch_dir("nursery-cluster-"))
-    database_url = new_database(pg_server)
-    redis_server.flushall()
-    running = start_cluster(directory, NURSERY_DATABASE_URL=database_url,
-                            NURSERY_REDIS_URL=redis_server.url)
+    running = start_cluster(directory, NURSERY_DATABASE_URL=cluster_postgres.url,
+                            NURSERY_REDIS_URL=cluster_redis.url)
     try:
         yield running
         # `down` stops the supervisor, which stops everything it started, and exits 0.
@@ -32,15 +56,24 @@ def shared_cluster(pg_server: PrivatePostgres, redis_server: RedisServer) -> Ite
         assert running.process.wait(10) == 0
     finally:
         running.stop()
-        pg_server.drop_database(database_url.rsplit("/", 1)[1])
         shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
-def cluster(shared_cluster: RunningCluster) -> RunningCluster:
+def cluster(shared_cluster: RunningCluster, cluster_postgres: PrivatePostgres,
+            cluster_redis: RedisServer) -> RunningCluster:
+    # A fault test that failed half-way may have left its server stopped.
+    cluster_postgres.start()
+    cluster_redis.start()
     deadline = time.monotonic() + 60
     while not all(p["state"] == "ready" for p in shared_cluster.state()["processes"]):
         assert shared_cluster.process.poll() is None, "the supervisor has exited"
         assert time.monotonic() < deadline, f"the cluster is not ready:\n{shared_cluster.log_tails()}"
         time.sleep(0.05)
     return shared_cluster
+
+
+@pytest.fixture
+def deployment(cluster: RunningCluster, cluster_postgres: PrivatePostgres,
+               cluster_redis: RedisServer) -> Deployment:
+    return Deployment(cluster, cluster_postgres, cluster_redis)

@@ -1,5 +1,5 @@
 """``nursery cluster`` as an operator uses it: ``up --detach`` with its own PostgreSQL and
-Redis, ``status``, a crashed instance coming back, a second ``up`` refused, and ``down``
+Redis, ``status``, a crashed instance and a crashed PostgreSQL coming back, a second ``up`` refused, and ``down``
 cleaning up after a supervisor that was killed. (Rolling ``restart`` under load:
 test_under_load.py.)"""
 
@@ -12,6 +12,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import trio
 
 from nursery.cluster import live_pids, read_state
@@ -26,6 +27,20 @@ async def cli(directory: Path, *args: str, timeout: float = 120) -> subprocess.C
             [PYTHON, "-m", "nursery.cluster", *args, "--dir", str(directory)],
             capture_stdout=True, capture_stderr=True, check=False, env=cluster_env(),
         )
+
+
+async def register_through(base: str) -> None:
+    """A sign-up (a database write) through Caddy succeeds, retrying 502/503 as a client does
+    while the instances' pools replace the connections the dead server took with it."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        with trio.fail_after(30):
+            while True:
+                r = await client.post(f"{base}/api/auth/register",
+                                      json={"email": "after@example.com", "password": "correct horse"})
+                if r.status_code not in (502, 503):
+                    break
+                await trio.sleep(0.2)
+    assert r.status_code == 201, r.text
 
 
 def port_open(port: int) -> bool:
@@ -87,6 +102,20 @@ async def test_up_status_crash_and_down_after_a_killed_supervisor(tmp_path: Path
                     break
                 await trio.sleep(0.2)
         assert proc["pid"] != victim["pid"]
+
+        # So is PostgreSQL, killed with -9 (recovery, then ready), and the instances use it again.
+        postgres = next(p for p in state["processes"] if p["name"] == "postgres")
+        os.kill(postgres["pid"], signal.SIGKILL)
+        with trio.fail_after(30):
+            while True:
+                info = json.loads((await cli(directory, "status", "--json")).stdout)
+                proc = next(p for p in info["processes"] if p["name"] == "postgres")
+                if proc["crashes"] == 1 and proc["state"] == "ready" and info["probes"]["postgres"]:
+                    break
+                await trio.sleep(0.2)
+        assert proc["pid"] != postgres["pid"] and proc["port"] == postgres["port"]
+        assert "exited with signal SIGKILL" in (directory / "logs" / "postgres.log").read_text()
+        await register_through(f"http://127.0.0.1:{proxy}")
 
         # The supervisor dies (kill -9): its children live on; status says so, down stops them.
         state = read_state(directory)

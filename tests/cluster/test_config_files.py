@@ -11,9 +11,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from typing import Any
+
 import pytest
+import yaml
 
 from nursery.cluster import ClusterConfig
+from nursery.cluster._prometheus import find_rules, prometheus_config
 from tests.cluster.support import cluster_env, require_caddy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +37,13 @@ def caddy(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, env=cluster_env(**env), timeout=60)
 
 
+def proxy_handler(server: dict[str, Any]) -> dict[str, Any]:
+    """The reverse_proxy handler of Caddy's adapted server (the route without a matcher)."""
+    handlers = [h for route in server["routes"] for h in route["handle"] if h["handler"] == "reverse_proxy"]
+    assert len(handlers) == 1, server["routes"]
+    return handlers[0]
+
+
 def test_caddyfile_is_valid_as_the_cluster_and_compose_use_it() -> None:
     assert caddy("validate").returncode == 0  # defaults: :8080 → 127.0.0.1:4001-4003
     result = caddy("adapt", NURSERY_PROXY_PORT="18080", NURSERY_PROXY_BIND="127.0.0.1",
@@ -43,7 +54,7 @@ def test_caddyfile_is_valid_as_the_cluster_and_compose_use_it() -> None:
     assert config["admin"] == {"disabled": True}
     server = config["apps"]["http"]["servers"]["srv0"]
     assert server["listen"] == ["127.0.0.1:18080"]
-    proxy = server["routes"][0]["handle"][0]
+    proxy = proxy_handler(server)
     assert proxy["handler"] == "reverse_proxy"
     assert [u["dial"] for u in proxy["upstreams"]] == ["127.0.0.1:14001", "127.0.0.1:14002"]
     assert proxy["load_balancing"]["selection_policy"] == {"policy": "round_robin"}
@@ -58,7 +69,7 @@ def test_newer_caddy_options_come_through_the_environment() -> None:
     result = caddy("adapt", NURSERY_PROXY_OPTIONS="stream_close_delay 5m")
     if caddy_version(require_caddy()) >= (2, 7, 0):
         assert result.returncode == 0, result.stderr
-        proxy = json.loads(result.stdout)["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]
+        proxy = proxy_handler(json.loads(result.stdout)["apps"]["http"]["servers"]["srv0"])
         assert proxy["stream_close_delay"] == 300_000_000_000
     else:  # Debian 12's caddy 2.6 does not know it: the compose file's image (2.10) does.
         assert result.returncode != 0 and "stream_close_delay" in result.stderr
@@ -82,6 +93,21 @@ def test_compose_file_is_valid() -> None:
     assert missing.returncode != 0 and "NURSERY_SECRET_KEY" in missing.stderr
 
 
+def test_compose_publishes_only_the_proxy_to_the_world() -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    resolved = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], capture_output=True,
+                              text=True, env=cluster_env(NURSERY_SECRET_KEY="test-secret"), timeout=60,
+                              check=True).stdout
+    services = yaml.safe_load(resolved)["services"]
+    published = {name: service.get("ports", []) for name, service in services.items()}
+    # docker-compose 1.29 resolves "8080:8080" to {published, target} (every interface) and
+    # keeps a port bound to a host address as "HOST_IP:PUBLISHED:TARGET/proto".
+    assert published.pop("caddy") == [{"published": 8080, "target": 8080}]  # the public door
+    assert published.pop("prometheus") == ["127.0.0.1:9090:9090/tcp"]  # the host's loopback only
+    assert all(not ports for ports in published.values()), published  # the rest: nowhere
+
+
 def test_compose_is_consistent_with_the_local_cluster() -> None:
     text = COMPOSE.read_text()
     assert "./conf/Caddyfile:/etc/caddy/Caddyfile" in text  # the very same Caddyfile
@@ -99,19 +125,44 @@ def test_compose_is_consistent_with_the_local_cluster() -> None:
     assert "{$NURSERY_UPSTREAMS" in CADDYFILE.read_text()
 
 
-@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus-compose.yml"])
-def test_prometheus_configs_are_valid(name: str) -> None:
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("promtool") is None:
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
-    result = subprocess.run(["promtool", "check", "config", str(ROOT / "conf" / name)],
-                            capture_output=True, text=True, timeout=60)
+        pytest.fail("promtool is not installed: apt-get install prometheus (scripts/test installs it)")
+    return subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_the_compose_prometheus_config_and_its_rules_are_valid() -> None:
+    result = promtool("check", "config", str(ROOT / "conf" / "prometheus-compose.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout  # prometheus-rules.yml, checked with it
+    compose = COMPOSE.read_text()
+    assert "./conf/prometheus-compose.yml:/etc/prometheus/prometheus.yml" in compose
+    assert "./conf/prometheus-rules.yml:/etc/prometheus/prometheus-rules.yml" in compose
+    assert all(f'"nursery-{n}:4000"' in (ROOT / "conf" / "prometheus-compose.yml").read_text()
+               for n in (1, 2, 3))
+
+
+def test_the_cluster_prometheus_config_follows_its_ports(tmp_path: Path) -> None:
+    config = ClusterConfig(instances=2, base_port=5101, host="127.0.0.1")
+    targets = [f"127.0.0.1:{port}" for port in config.instance_ports]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(prometheus_config(targets, find_rules()))
+    result = promtool("check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    scrape = yaml.safe_load(path.read_text())["scrape_configs"][0]
+    assert scrape["static_configs"][0]["targets"] == ["127.0.0.1:5101", "127.0.0.1:5102"]
+
+
+def test_recording_rules_compute_what_they_say() -> None:
+    assert promtool("check", "rules", str(ROOT / "conf" / "prometheus-rules.yml")).returncode == 0
+    result = promtool("test", "rules", str(Path(__file__).parent / "prometheus-rules.test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prometheus_scrapes_every_instance() -> None:
-    local = (ROOT / "conf" / "prometheus.yml").read_text()
-    ports = ClusterConfig().instance_ports
-    assert all(f'"127.0.0.1:{port}"' in local for port in ports)
-    compose = (ROOT / "conf" / "prometheus-compose.yml").read_text()
-    assert all(f'"nursery-{n}:4000"' in compose for n in (1, 2, 3))
-    assert "./conf/prometheus-compose.yml:/etc/prometheus/prometheus.yml" in COMPOSE.read_text()
+def test_the_dashboard_plots_recorded_series(tmp_path: Path) -> None:
+    dashboard = json.loads((ROOT / "conf" / "grafana-dashboard.json").read_text())
+    rules = yaml.safe_load((ROOT / "conf" / "prometheus-rules.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert exprs and set(exprs) <= recorded, set(exprs) - recorded
+    assert recorded <= set(exprs), f"recorded but not plotted: {recorded - set(exprs)}"

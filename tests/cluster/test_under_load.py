@@ -12,66 +12,23 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import httpx
 import pytest
 import trio
 
+from tests.cluster.load import Load, load_through
 from tests.cluster.support import RoamingDevice, RunningCluster, Writer, report, summary
-from tests.harness import User, login, register
+from tests.harness import login, register
 from tests.live import server_state
 
-DEVICES = 4
-WRITERS = 2
-WRITE_INTERVAL = 0.04  # per writer, between operations: ~30-40 writes/s in all
 
-
-@dataclass
-class Load:
-    user: User
-    devices: list[RoamingDevice]
-    writers: list[Writer]
-    client: httpx.AsyncClient
-
-
-@asynccontextmanager
-async def load_through(cluster: RunningCluster) -> AsyncIterator[Load]:
-    """Devices connected and writers writing through Caddy for the body of the block; then
-    the writers stop, and the block's exit waits until every device has the server's state."""
-    async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:
-        user = await register(client, cluster.proxy_url, "device-0")
-        tokens = [user.token] + [
-            (await login(client, cluster.proxy_url, user, f"device-{i}")).token for i in range(1, DEVICES)
-        ]
-        devices = [RoamingDevice(token) for token in tokens]
-        for device in devices:
-            await nursery.start(device.roam, cluster.ws_url)
-        writers = [Writer(client, cluster.proxy_url, user.headers, name=f"w{i}") for i in range(WRITERS)]
-        stop = trio.Event()
-        async with trio.open_nursery() as writing:
-            for writer in writers:
-                writing.start_soon(writer.run, stop, WRITE_INTERVAL)
-            yield Load(user, devices, writers, client)
-            stop.set()
-        await converge(Load(user, devices, writers, client), cluster)
-        nursery.cancel_scope.cancel()
-
-
-async def converge(load: Load, cluster: RunningCluster) -> None:
-    state, rev = await server_state(load.client, cluster.proxy_url, load.user.headers)
-    expected = {todo_id: (m["title"], m["done"]) for w in load.writers for todo_id, m in w.model.items()}
-    # Exactly the todos the writers know of: a retried create that made a second todo would
-    # show up here as an id nobody was given.
-    assert {todo_id: (t["title"], t["done"]) for todo_id, t in state.items()} == expected
-    titles = [t["title"] for t in state.values()]
-    assert len(titles) == len(set(titles))
-    for device in load.devices:
-        await device.wait_for_rev(rev, timeout=30)
-        assert device.rev == rev
-        assert device.todos == state
+def assert_clean(load: Load) -> None:
+    """The guarantee, once the load has stopped: no write failed, none was lost or applied
+    twice, and every device holds exactly the server's state."""
+    outcome = load.outcome
+    assert outcome is not None
+    assert outcome.clean, outcome
 
 
 async def steady(seconds: float) -> None:
@@ -84,13 +41,14 @@ async def test_rolling_restart_under_load(
     with trio.fail_after(150):
         old_pids = {f"instance-{i}": cluster.pid(f"instance-{i}") for i in (1, 2, 3)}
         crashes = {name: cluster.process_info(name)["crashes"] for name in old_pids}
-        async with load_through(cluster) as load:
+        async with load_through(cluster.proxy_url) as load:
             await steady(1.0)
             start = trio.current_time()
             result = await cluster.cli("restart", timeout=120)
             end = trio.current_time()
             assert result.returncode == 0, result.stderr.decode() + cluster.log_tails()
             await steady(1.0)
+        assert_clean(load)
         figures = summary(load.devices, load.writers, start, end)
         report(capsys, "rolling restart of 3 instances under load", figures)
         roll = cluster.state()["roll"]
@@ -106,7 +64,7 @@ async def test_rolling_restart_under_load(
 
 async def test_kill_9_under_load(cluster: RunningCluster, capsys: pytest.CaptureFixture[str]) -> None:
     with trio.fail_after(150):
-        async with load_through(cluster) as load:
+        async with load_through(cluster.proxy_url) as load:
             await steady(1.0)
             # The instance with the most devices.
             victim = max(("instance-1", "instance-2", "instance-3"),
@@ -118,6 +76,7 @@ async def test_kill_9_under_load(cluster: RunningCluster, capsys: pytest.Capture
             await cluster.wait_ready(victim, after_starts=starts, timeout=60)  # the supervisor restarts it
             end = trio.current_time()
             await steady(1.5)
+        assert_clean(load)
         figures = summary(load.devices, load.writers, start, end)
         report(capsys, f"kill -9 of {victim} under load", figures)
         assert cluster.process_info(victim)["crashes"] == crashes + 1
@@ -153,7 +112,7 @@ async def test_sigterm_closes_websockets_with_1012_and_devices_resume_elsewhere(
             # Writes go on while the instance drains, through Caddy.
             for i in range(5):
                 r = await writer.request("POST", "/api/todos", {"title": f"during {i}"})
-                assert r.status_code == 201
+                assert r is not None and r.status_code == 201
             with trio.fail_after(15):
                 while not all(d.connections for d in on_victim):
                     await trio.sleep(0.02)

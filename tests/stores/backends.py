@@ -40,6 +40,7 @@ class Stores:
     audit: AuditStore
     new_user: Callable[[], Awaitable[str]]  # an id the todo store accepts as a user
     engine: Any = None  # the backend's own handle, for backend-specific checks
+    database_url: str | None = None  # PostgreSQL's, for a connection of the test's own
 
 
 @dataclass

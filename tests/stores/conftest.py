@@ -38,7 +38,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
                     user = await store.create_user(f"u{next(counter)}@example.com", "hash")
                     return user.id
 
-                yield Stores(store, PostgresAuditStore(store), new_user, store)
+                yield Stores(store, PostgresAuditStore(store), new_user, store, url)
 
         yield Backend(name, open_postgres)
         return

@@ -213,6 +213,7 @@ class _Collection:
     insert_one = _method("insert_one")
     insert_many = _method("insert_many")
     update_one = _method("update_one")
+    delete_one = _method("delete_one")
     delete_many = _method("delete_many")
     find_one = _method("find_one")
     find_one_and_update = _method("find_one_and_update")

@@ -95,6 +95,7 @@ async def test_if_rev_mismatch_conflicts_and_changes_nothing(backend: Backend) -
             with pytest.raises(Conflict) as caught:
                 await s.todos.update_todo(user, todo.id, TodoPatch({"title": "c"}, if_rev=1))
             assert caught.value.details == {"rev": 2}
+            assert caught.value.message == "the todo changed since revision 1: it is at revision 2 now"
             with pytest.raises(Conflict):
                 await s.todos.delete_todo(user, todo.id, if_rev=1)
             # the revisions the refused writes took were rolled back with them

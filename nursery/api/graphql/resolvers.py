@@ -82,8 +82,9 @@ async def resolve_changes(
     who = await context.caller.principal()
     args = arguments.parse(arguments.ChangesArguments, since=since, limit=limit)
     batch = await context.todos.changes(who, args.since, limit=args.limit)
-    if args.since < batch.horizon:
-        # Deletes after ``since`` were forgotten: the reader must refetch everything (REST too).
+    if batch.resets(args.since):
+        # Deletes after ``since`` were forgotten, or ``since`` is not from this history: the
+        # reader must refetch everything (REST and /ws say the same).
         return {"changes": [], "rev": batch.rev, "more": False, "reset": True}
     return {"changes": batch.changes, "rev": batch.rev, "more": batch.more, "reset": False}
 

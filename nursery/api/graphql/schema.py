@@ -1,4 +1,4 @@
-"""The GraphQL schema: the REST model of DESIGN.md in GraphQL terms, and its binding.
+"""The GraphQL schema: the REST model of docs/api.md in GraphQL terms, and its binding.
 
 Names are camelCase in GraphQL and snake_case in Python (Ariadne converts field, argument and
 input names), so the domain's dataclasses and ``to_json`` dicts resolve as they are.
@@ -42,7 +42,8 @@ type Query {
   """
   Pull sync: the latest state of every todo changed after revision `since`, in revision
   order. `since: 0` is the whole retained history. `reset: true` means `since` is older than
-  the retention horizon: refetch everything.
+  the retention horizon, or above the current revision (not from this server's history):
+  refetch everything.
   """
   changes(since: Int = 0, limit: Int = 500): ChangeBatch
 }

@@ -8,16 +8,20 @@ and the contract suite holds them to the same hand-computed answers.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING
-from pymongo.errors import BulkWriteError
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from nursery.stores.audit import TODO_CREATE, TODO_UPDATE, AuditEntry, DayFigures
 from nursery.stores.mongo._todos import utc
 
 DUPLICATE_KEY = 11000
+PRUNE_LEASE = "audit-prune"  # the ``leases`` document the pruner holds for one batch
+# Longer than a batch can take (the store's timeout): a pruner that died holding the lease
+# keeps the others out this long at most.
+PRUNE_LEASE_SECONDS = 60.0
 
 
 def _doc(entry: AuditEntry) -> dict[str, Any]:
@@ -108,3 +112,28 @@ async def daily_figures(db: Any, user_id: str, start: datetime, end: datetime) -
         )
         for row in await cursor.to_list()
     ]
+
+
+async def prune(db: Any, owner: str, before: datetime, limit: int) -> int | None:
+    """One batch of the oldest entries older than ``before``, holding the prune lease (taken
+    when free, expired or already ours); ``None`` (nothing deleted) when another holds it."""
+    now = datetime.now(UTC)
+    try:
+        # An upsert whose filter does not match a lease held by someone else tries to insert
+        # a second document with the same _id: the duplicate key error is the refusal.
+        await db.leases.find_one_and_update(
+            {"_id": PRUNE_LEASE, "$or": [{"until": {"$lt": now}}, {"owner": owner}]},
+            {"$set": {"owner": owner, "until": now + timedelta(seconds=PRUNE_LEASE_SECONDS)}},
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        return None
+    try:
+        old = db.audit.find({"at": {"$lt": before}}, {"_id": 1}).sort("at", ASCENDING).limit(limit)
+        ids = [doc["_id"] for doc in await old.to_list()]
+        if not ids:
+            return 0
+        result = await db.audit.delete_many({"_id": {"$in": ids}})
+        return int(result.deleted_count)
+    finally:
+        await db.leases.delete_one({"_id": PRUNE_LEASE, "owner": owner})

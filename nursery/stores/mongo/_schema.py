@@ -10,6 +10,7 @@ Collections (ids are the canonical UUID strings PostgreSQL's users and sessions 
 - ``idempotency``: ``{_id: "<user id>/<key>", user, key, fingerprint, result, created_at}``.
 - ``audit``: ``{_id: entry id, user, kind, at, seq, session, device, instance, todo, done,
   details}``.
+- ``leases``: ``{_id: what, owner, until}``, e.g. the audit pruner's (one instance at a time).
 
 Every collection is created at startup, before any transaction runs: creating one inside a
 transaction has restrictions (read concern, sharding) best not met at all. That and
@@ -26,7 +27,7 @@ from pymongo.errors import CollectionInvalid, OperationFailure
 
 from nursery.errors import StoreUnavailable
 
-COLLECTIONS = ("revisions", "todos", "idempotency", "audit")
+COLLECTIONS = ("revisions", "todos", "idempotency", "audit", "leases")
 NAMESPACE_EXISTS = 48
 
 INDEXES: dict[str, list[IndexModel]] = {
@@ -52,6 +53,8 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("user", ASCENDING), ("at", DESCENDING), ("seq", DESCENDING), ("_id", DESCENDING)],
             name="user_at",
         ),
+        # Retention: the pruner deletes the oldest entries first.
+        IndexModel([("at", ASCENDING)], name="at"),
     ],
 }
 

@@ -1,6 +1,6 @@
 """Todos and the change feed on MongoDB. Asyncio side, one function per store operation.
 
-The revision rule (DESIGN.md), as on PostgreSQL: a write increments the user's counter in
+The revision rule (docs/protocol.md), as on PostgreSQL: a write increments the user's counter in
 ``revisions`` and writes the todo with that revision in ONE transaction. Two transactions of
 the same user both write that counter document, so MongoDB lets only one of them commit: the
 other fails with a write conflict before it can commit and is run again (``_transactions``),
@@ -20,7 +20,7 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 
-from nursery.errors import Conflict, InvalidInput, NotFound
+from nursery.errors import InvalidInput, NotFound
 from nursery.models import (
     Change,
     ChangeBatch,
@@ -32,6 +32,7 @@ from nursery.models import (
     change_from_json,
 )
 from nursery.stores.audit import to_millisecond
+from nursery.stores.base import stale_revision
 from nursery.stores.cursors import decode_cursor, encode_cursor
 from nursery.stores.mongo._transactions import run_transaction
 
@@ -173,7 +174,7 @@ async def _check_live_todo(
     if current is None:
         raise NotFound("todo not found")
     if if_rev is not None and if_rev != current["rev"]:
-        raise Conflict("the todo changed since revision if_rev", details={"rev": current["rev"]})
+        raise stale_revision(if_rev, current["rev"])
 
 
 async def _set(db: Any, session: Any, todo_id: str, changes: dict[str, Any]) -> Change:

@@ -105,6 +105,7 @@ class MongoStore:
         self._db = db
         self._timeout = timeout
         self._observe = observe
+        self._owner = uuid.uuid4().hex  # this store's name on leases (the audit pruner's)
 
     @property
     def database(self) -> Any:
@@ -227,6 +228,9 @@ class MongoStore:
         if uid is None:
             return []
         return await self._run(_audit.daily_figures, uid, start, end, name="daily_figures")
+
+    async def prune_audit(self, before: datetime, limit: int) -> int | None:
+        return await self._run(_audit.prune, self._owner, before, limit, name="prune_audit")
 
 
 async def _ping(db: Any) -> None:

@@ -15,6 +15,8 @@ import asyncpg
 from nursery.stores.audit import TODO_CREATE, TODO_UPDATE, AuditEntry, DayFigures
 
 _COLUMNS = "id, user_id, kind, at, seq, session_id, device, instance, todo_id, done, details"
+# The advisory lock the audit pruner holds for one batch (migrate.py's is 7_263_001).
+PRUNE_LOCK_ID = 7_263_002
 
 
 def _uuid(value: str | None) -> uuid.UUID | None:
@@ -97,3 +99,24 @@ async def daily_figures(
     return [
         DayFigures(r["day"], r["created"], r["completed"], r["active_devices"]) for r in rows
     ]
+
+
+async def prune(conn: asyncpg.Connection, before: datetime, limit: int) -> int | None:
+    """One batch of the oldest entries older than ``before``, in one transaction holding the
+    prune lock; ``None`` (nothing deleted) when another instance holds it."""
+    async with conn.transaction():
+        if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", PRUNE_LOCK_ID):
+            return None
+        deleted = await conn.fetchval(
+            """
+            WITH gone AS (
+                DELETE FROM audit_log WHERE id IN (
+                    SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2
+                ) RETURNING 1
+            )
+            SELECT count(*) FROM gone
+            """,
+            before,
+            limit,
+        )
+    return int(deleted)

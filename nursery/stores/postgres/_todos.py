@@ -1,6 +1,6 @@
 """Queries for todos and the change feed. Asyncio side, one function per store operation.
 
-The revision rule (DESIGN.md): every write first bumps ``users.rev`` and writes the todo with
+The revision rule (docs/protocol.md): every write first bumps ``users.rev`` and writes the todo with
 that revision in the same transaction. The bump takes the user's row lock until commit, so a
 user's writes commit one at a time, in revision order, and readers never see rev N+1 before N.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from nursery.errors import Conflict, InvalidInput, NotFound
+from nursery.errors import InvalidInput, NotFound
 from nursery.models import (
     Change,
     ChangeBatch,
@@ -27,6 +27,7 @@ from nursery.models import (
     WriteResult,
     change_from_json,
 )
+from nursery.stores.base import stale_revision
 
 _TODO_COLUMNS = "id, title, notes, done, due, tags, rev, created_at, updated_at, deleted_at"
 PATCHABLE = frozenset({"title", "notes", "done", "due", "tags"})
@@ -179,7 +180,7 @@ async def _lock_live_todo(
     if current is None:
         raise NotFound("todo not found")
     if if_rev is not None and if_rev != current:
-        raise Conflict("the todo changed since revision if_rev", details={"rev": current})
+        raise stale_revision(if_rev, current)
 
 
 def update_todo(user_id: uuid.UUID, todo_id: uuid.UUID, patch: TodoPatch) -> Apply:

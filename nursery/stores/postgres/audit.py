@@ -35,3 +35,6 @@ class PostgresAuditStore:
         return await self._store._run(
             _audit.daily_figures, uuid.UUID(user_id), start, end, name="daily_figures"
         )
+
+    async def prune_audit(self, before: datetime, limit: int) -> int | None:
+        return await self._store._run(_audit.prune, before, limit, name="prune_audit")

@@ -1,0 +1,301 @@
+"""A small Redis client on Trio: RESP2 over TCP or TLS, commands packed and replies parsed by
+hiredis (the C parser redis-py itself uses when it is installed).
+
+nursery asks little of Redis: PUBLISH (many, pipelined), one connection in subscribe mode, and
+a few commands and Lua scripts for presence and rate limits. This client does that much on
+Trio's own streams, so no asyncio loop has to run under Trio to reach Redis
+(bench/README.md: the bridge was most of Redis's cost).
+
+    Connection  one connection. Callers' commands are written in the order they are made and
+                their replies matched in that order by the connection's reader task: many
+                callers share one connection, their commands pipelined.
+    Subscriber  a connection in (S)SUBSCRIBE mode, read by its one owner.
+
+Errors: ``ConnectionLost`` (the connection is unusable: closed, reset, timed out, refused)
+and ``ReplyError`` (Redis answered with an error) are ``RedisError``s; a reply that does not
+come within ``timeout`` raises ``trio.TooSlowError`` and breaks the connection (its state is
+unknown). Callers map these to ``BrokerUnavailable`` (``pubsub.redis``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+import trio
+
+Command = Sequence[bytes | str | int | float]
+RECEIVE_SIZE = 65536
+
+
+class RedisError(Exception):
+    pass
+
+
+class ConnectionLost(RedisError):
+    """The connection cannot be used any more."""
+
+
+class ReplyError(RedisError):
+    """Redis refused a command (``-ERR ...``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def from_url(cls, url: str) -> Address:
+        """``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"not a Redis URL: {parts.scheme}://...")
+        db = parts.path.strip("/")
+        return cls(
+            parts.hostname or "127.0.0.1", parts.port or 6379, int(db) if db else 0,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+            parts.scheme == "rediss",
+        )
+
+
+def pack(*args: bytes | str | int | float) -> bytes:
+    packed: bytes = hiredis.pack_command(args)  # type: ignore[arg-type]
+    return packed
+
+
+def _reader() -> hiredis.Reader:
+    return hiredis.Reader(replyError=ReplyError)
+
+
+async def _open_stream(address: Address, timeout: float) -> trio.abc.Stream:
+    """Connected (and, for Redis with a password or a database, logged in) within ``timeout``."""
+    try:
+        with trio.fail_after(timeout):
+            stream: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
+            try:
+                if address.tls:
+                    tls = trio.SSLStream(stream, ssl.create_default_context(),
+                                         server_hostname=address.host)
+                    await tls.do_handshake()
+                    stream = tls
+                await _hello(stream, address)
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            return stream
+    except trio.TooSlowError:
+        raise ConnectionLost(f"no connection to {address.host}:{address.port} in {timeout} s") from None
+    except (OSError, trio.BrokenResourceError) as exc:
+        raise ConnectionLost(f"cannot connect to {address.host}:{address.port}: {exc}") from exc
+
+
+async def _hello(stream: trio.abc.Stream, address: Address) -> None:
+    commands = []
+    if address.password is not None:
+        commands.append(pack("AUTH", *filter(None, (address.username, address.password))))
+    if address.db:
+        commands.append(pack("SELECT", address.db))
+    if not commands:
+        return
+    await stream.send_all(b"".join(commands))
+    reader = _reader()
+    for _ in commands:
+        reply = reader.gets()
+        while reply is False:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise ConnectionLost("Redis closed the connection while logging in")
+            reader.feed(data)  # type: ignore[arg-type]  # any buffer works
+            reply = reader.gets()
+        if isinstance(reply, ReplyError):
+            raise ConnectionLost(f"Redis refused the login: {reply}")
+
+
+class _Reply:
+    __slots__ = ("value", "done")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.done = trio.Event()
+
+
+class Connection:
+    """One connection to Redis, shared by any number of callers. Open it with ``open``."""
+
+    def __init__(self, stream: trio.abc.Stream, timeout: float) -> None:
+        self._stream = stream
+        self._timeout = timeout
+        self._waiting: deque[_Reply] = deque()
+        self._writing = trio.Lock()
+        self.lost: ConnectionLost | None = None
+        self.closed = trio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str, *, timeout: float) -> AsyncIterator[Connection]:
+        """Connected, with its reader task; closed on exit (and the task ended)."""
+        stream = await _open_stream(Address.from_url(url), timeout)
+        connection = cls(stream, timeout)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(connection._read_replies)
+                try:
+                    yield connection
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            connection._fail(ConnectionLost("the connection was closed"))
+            await trio.aclose_forcefully(stream)
+
+    async def call(self, *args: bytes | str | int | float) -> Any:
+        """The reply to one command (``ReplyError`` if Redis refused it)."""
+        (reply,) = await self.pipeline([args])
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies to ``commands``, sent in one write; a refused command's reply is its
+        ``ReplyError`` (returned, not raised: the others still ran)."""
+        if self.lost is not None:
+            raise self.lost
+        data = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
+        replies = [_Reply() for _ in commands]
+        try:
+            with trio.fail_after(self._timeout):
+                async with self._writing:
+                    self._waiting.extend(replies)
+                    # A write cut short would leave half a command on the wire: shielded
+                    # (still bounded by the deadline above).
+                    with trio.CancelScope(shield=True):
+                        await self._stream.send_all(data)
+                for reply in replies:
+                    await reply.done.wait()
+        except trio.TooSlowError:
+            self._fail(ConnectionLost(f"no reply from Redis within {self._timeout} s"))
+            raise
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._fail(ConnectionLost(f"the connection to Redis broke: {exc}"))
+            raise self.lost from exc  # type: ignore[misc]
+        values = [r.value for r in replies]
+        for value in values:
+            if isinstance(value, ConnectionLost):
+                raise value
+        return values
+
+    async def _read_replies(self) -> None:
+        reader = _reader()
+        try:
+            while True:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    raise ConnectionLost("Redis closed the connection")
+                reader.feed(data)  # type: ignore[arg-type]  # any buffer works
+                while (value := reader.gets()) is not False:
+                    if not self._waiting:
+                        raise ConnectionLost("a reply nobody asked for")
+                    reply = self._waiting.popleft()
+                    reply.value = value
+                    reply.done.set()
+        except ConnectionLost as exc:
+            self._fail(exc)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) as exc:
+            self._fail(ConnectionLost(f"the connection to Redis broke: {exc}"))
+
+    def _fail(self, error: ConnectionLost) -> None:
+        """Mark the connection lost: every waiting caller gets ``error``."""
+        if self.lost is None:
+            self.lost = error
+        while self._waiting:
+            reply = self._waiting.popleft()
+            reply.value = self.lost
+            reply.done.set()
+        self.closed.set()
+
+
+class Subscriber:
+    """A connection in subscribe mode: ``SUBSCRIBE`` (or ``SSUBSCRIBE``, sharded) channels,
+    then read what is published to them. One task reads it (no reader task of its own)."""
+
+    def __init__(self, stream: trio.abc.Stream, timeout: float, sharded: bool) -> None:
+        self._stream = stream
+        self._timeout = timeout
+        self._reader = _reader()
+        self._kind = b"smessage" if sharded else b"message"
+        self._subscribe = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
+        self._unsubscribe = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
+        self.channels: set[bytes] = set()  # confirmed by Redis
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, url: str, channels: Sequence[bytes], *, timeout: float, sharded: bool = False
+    ) -> AsyncIterator[Subscriber]:
+        """Subscribed to ``channels`` (confirmed) within ``timeout``; closed on exit."""
+        stream = await _open_stream(Address.from_url(url), timeout)
+        try:
+            subscriber = cls(stream, timeout, sharded)
+            if channels:
+                with trio.fail_after(timeout):
+                    await subscriber.subscribe(channels)
+                    while not subscriber.channels >= set(channels):
+                        await subscriber.messages()
+            yield subscriber
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def subscribe(self, channels: Sequence[bytes]) -> None:
+        """Ask for more channels; ``channels`` shows them once Redis confirms."""
+        await self._send(pack(self._subscribe, *channels))
+
+    async def unsubscribe(self, channels: Sequence[bytes]) -> None:
+        await self._send(pack(self._unsubscribe, *channels))
+
+    async def ping(self) -> None:
+        """Its answer comes among the messages (and proves the connection alive)."""
+        await self._send(pack("PING"))
+
+    async def messages(self) -> list[tuple[bytes, bytes]]:
+        """Wait for data, then return every (channel, payload) published that arrived with it
+        (possibly none: a PING's answer, a subscription confirmed). Raises ``ConnectionLost``."""
+        try:
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionLost(f"the subscription's connection broke: {exc}") from exc
+        if not data:
+            raise ConnectionLost("Redis closed the subscription's connection")
+        self._reader.feed(data)  # type: ignore[arg-type]  # any buffer works
+        published = []
+        try:
+            while (reply := self._reader.gets()) is not False:
+                if isinstance(reply, ReplyError):
+                    raise ConnectionLost(f"Redis refused a subscription command: {reply}")
+                kind = reply[0]
+                if kind == self._kind:
+                    published.append((reply[1], reply[2]))
+                elif kind in (b"subscribe", b"ssubscribe"):
+                    self.channels.add(reply[1])
+                elif kind in (b"unsubscribe", b"sunsubscribe"):
+                    self.channels.discard(reply[1])
+        except hiredis.ProtocolError as exc:
+            raise ConnectionLost(f"not Redis's protocol: {exc}") from exc
+        return published
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            with trio.fail_after(self._timeout):
+                await self._stream.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionLost(f"the subscription's connection broke: {exc}") from exc

