@@ -8,8 +8,8 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
-import trio_asyncio
 
+from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.service.passwords import _DUMMY_HASH
 from nursery.service.tokens import TokenSigner
 
@@ -33,7 +33,7 @@ async def _insert(database_url: str, users: int, devices: int) -> list[list[str]
 
 async def seed_users(database_url: str, secret: str, users: int, devices: int) -> list[list[str]]:
     """Tokens per user (one per device). Needs the schema (an instance has started)."""
-    async with trio_asyncio.open_loop():
-        sessions = await trio_asyncio.aio_as_trio(_insert)(database_url, users, devices)
+    async with open_asyncio_thread() as aio:
+        sessions = await aio.run(_insert, database_url, users, devices)
     signer = TokenSigner(secret, 30 * 86400)
     return [[signer.issue(sid) for sid in user_sessions] for user_sessions in sessions]

@@ -44,6 +44,7 @@ from nursery.service.session import SessionLimits
 from nursery.service.session_cache import SessionCache
 from nursery.service.todos import Todos
 from nursery.service.tokens import TokenSigner
+from nursery.stores.asyncio_thread import AsyncioThread, open_asyncio_thread
 from nursery.stores.audit import AuditStore
 from nursery.stores.base import Store
 from nursery.stores.mongo import open_mongo_store
@@ -80,16 +81,18 @@ class Services:
 async def open_services(
     settings: Settings, database_url: str, secret_key: str
 ) -> AsyncIterator[Services]:
-    """Connect to the store and broker (inside a trio-asyncio loop); close them on exit."""
+    """Connect to the stores and the broker; close them on exit."""
     metrics = Metrics()
     async with (
+        open_asyncio_thread() as aio,
         open_postgres_store(
             database_url,
+            aio,
             pool_size=settings.db_pool_size,
             timeout=settings.db_timeout,
             observe=metrics.store_operation,
         ) as postgres,
-        _open_documents(settings, postgres, metrics) as (store, audit_store),
+        _open_documents(settings, aio, postgres, metrics) as (store, audit_store),
         open_broker(settings) as (broker, presence),
         open_rate_limiter(settings) as limiter,
     ):
@@ -141,7 +144,7 @@ async def open_services(
 
 @asynccontextmanager
 async def _open_documents(
-    settings: Settings, postgres: PostgresStore, metrics: Metrics
+    settings: Settings, aio: AsyncioThread, postgres: PostgresStore, metrics: Metrics
 ) -> AsyncIterator[tuple[Store, AuditStore]]:
     """Where todos and the audit log live: MongoDB when ``mongo_url`` is set (users and
     sessions stay in PostgreSQL), else PostgreSQL."""
@@ -150,6 +153,7 @@ async def _open_documents(
         return
     async with open_mongo_store(
         settings.mongo_url,
+        aio,
         pool_size=settings.db_pool_size,
         timeout=settings.db_timeout,
         observe=metrics.store_operation,

@@ -14,6 +14,8 @@ boundaries (``raise X(...) from exc``); the API maps them to the JSON error shap
     ├── Unavailable           503  a dependency (database, broker) is down (retry_after)
     │   ├── StoreUnavailable
     │   └── BrokerUnavailable
+    ├── StoreFailed           500  the database refused an operation for a reason no client
+    │                              can fix (a bug, a broken schema): logged, its cause chained
     └── CannotListen               startup: the address to listen on is taken or not ours
 """
 
@@ -88,6 +90,13 @@ class StoreUnavailable(Unavailable):
 
 class BrokerUnavailable(Unavailable):
     code = "broker_unavailable"
+
+
+class StoreFailed(NurseryError):
+    """A driver's error that is neither unavailability nor the caller's fault (``__cause__``
+    holds it): the store contract's promise is never to let a driver's exception out."""
+
+    code = "internal"
 
 
 class CannotListen(NurseryError):

@@ -1,4 +1,4 @@
-"""One instance's lifetime: trio → trio-asyncio loop → database → services → the edge.
+"""One instance's lifetime: trio → listening socket → database → services → the edge.
 
 Graceful shutdown (DESIGN.md), all under ``shutdown_timeout``:
   request → /readyz answers 503 → ``drain_delay`` (the load balancer notices) → stop accepting
@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
-import trio_asyncio
 
 from nursery.app import Services, create_edge, open_services, run_background
 from nursery.config import Settings
@@ -92,7 +91,6 @@ async def serve(
     secret_key = resolve_secret(settings)
     async with (
         _closing(listener),
-        trio_asyncio.open_loop(),
         open_database(settings) as database_url,
         open_services(settings, database_url, secret_key) as services,
         trio.open_nursery() as nursery,

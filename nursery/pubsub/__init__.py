@@ -1,7 +1,8 @@
 """Messages between instances (the broker) and who is online (presence).
 
 ``open_broker(settings)`` picks the backend by ``settings.redis_url``: unset → in-process
-(``memory``), else Redis (``redis://`` or ``rediss://``: ``Settings`` refuses any other).
+(``memory``), else Redis (``redis://`` or ``rediss://``: ``Settings`` refuses any other), on
+Trio's own sockets (``resp``: no asyncio loop is needed).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
     """Yield ``(broker, presence)`` for ``settings`` and close both on exit.
 
     The caller owns the tasks: run ``broker.subscribe`` in a nursery *inside* this block, so
-    that it is cancelled before the broker closes. The Redis backend needs a trio-asyncio
-    loop open around this block (``RuntimeError`` otherwise). Nothing is contacted on entry:
-    an unreachable Redis shows up as ``BrokerUnavailable`` from the first ``subscribe``.
+    that it is cancelled before the broker closes. Nothing is contacted on entry: an
+    unreachable Redis shows up as ``BrokerUnavailable`` from the first ``subscribe``.
     """
     url = settings.redis_url
     if not url:
@@ -46,15 +46,11 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
 
     from nursery.pubsub.redis import RedisBroker, RedisPresence
 
-    redis_broker = RedisBroker(url, settings.broker_timeout)
-    try:
-        redis_presence = RedisPresence(url, settings.broker_timeout)
-        try:
-            yield redis_broker, redis_presence
-        finally:
-            await redis_presence.aclose()
-    finally:
-        await redis_broker.aclose()
+    async with (
+        RedisBroker.open(url, settings.broker_timeout) as redis_broker,
+        RedisPresence.open(url, settings.broker_timeout) as redis_presence,
+    ):
+        yield redis_broker, redis_presence
 
 
 @asynccontextmanager
@@ -69,8 +65,5 @@ async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimit
         return
     from nursery.pubsub.redis_limits import RedisRateLimiter
 
-    limiter = RedisRateLimiter(settings.redis_url, settings.broker_timeout)
-    try:
+    async with RedisRateLimiter.open(settings.redis_url, settings.broker_timeout) as limiter:
         yield limiter
-    finally:
-        await limiter.aclose()

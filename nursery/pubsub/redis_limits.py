@@ -6,8 +6,12 @@ limit. Keys expire when their TAT passes. See ``ratelimit.py`` for the algorithm
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from nursery.pubsub import resp
 from nursery.pubsub.ratelimit import Hits, Rate, Verdict
-from nursery.pubsub.redis import _aclose_client, _call, _command_client, _require_loop, describe
+from nursery.pubsub.redis import describe, unavailable_as_broker_error
 
 KEY = "nursery:rate:{key}"
 
@@ -53,21 +57,22 @@ CHARGE_BATCH = 500  # keys per script call
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, timeout: float, *, max_connections: int = 16) -> None:
-        _require_loop()
+    def __init__(self, url: str, timeout: float, commands: resp.Client) -> None:
         self.url = describe(url)
         self.timeout = timeout
-        self._client = _command_client(url, timeout, max_connections)
-        self._script = self._client.register_script(_GCRA)
-        self._charge = self._client.register_script(_CHARGE)
+        self._commands = commands
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str, timeout: float) -> AsyncIterator[RedisRateLimiter]:
+        async with resp.Client.open(url, timeout=timeout) as commands:
+            yield cls(url, timeout, commands)
 
     async def hit(self, key: str, rate: Rate) -> Verdict:
-        allowed, retry_us = await _call(
-            self.timeout,
-            "rate limit",
-            self._script,
-            [KEY.format(key=key)],
-            [round(rate.interval * 1e6), round(rate.per * 1e6)],
+        allowed, retry_us = await unavailable_as_broker_error(
+            self.timeout, "rate limit", self._commands.script(
+                _GCRA, [KEY.format(key=key)], [round(rate.interval * 1e6), round(rate.per * 1e6)]
+            ),
         )
         return Verdict(bool(allowed), int(retry_us) / 1e6)
 
@@ -76,17 +81,13 @@ class RedisRateLimiter:
         keys = list(hits)
         for start in range(0, len(keys), CHARGE_BATCH):
             chunk = keys[start:start + CHARGE_BATCH]
-            args: list[int] = []
+            args: list[int | str] = []
             for key in chunk:
                 count, rate = hits[key]
                 args += [count, round(rate.interval * 1e6), round(rate.per * 1e6)]
-            waits = await _call(
-                self.timeout, "rate limit charge", self._charge,
-                [KEY.format(key=key) for key in chunk], args,
+            waits = await unavailable_as_broker_error(
+                self.timeout, "rate limit charge",
+                self._commands.script(_CHARGE, [KEY.format(key=key) for key in chunk], args),
             )
             over.update((key, int(wait_us) / 1e6) for key, wait_us in zip(chunk, waits, strict=True))
         return over
-
-    async def aclose(self) -> None:
-        await _aclose_client(self._client, self.timeout)
-

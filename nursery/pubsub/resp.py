@@ -9,6 +9,8 @@ Trio's own streams, so no asyncio loop has to run under Trio to reach Redis
     Connection  one connection. Callers' commands are written in the order they are made and
                 their replies matched in that order by the connection's reader task: many
                 callers share one connection, their commands pipelined.
+    Client      a Connection that is opened when first needed and again after it was lost;
+                Lua scripts by EVALSHA, with EVAL when Redis does not know the script yet.
     Subscriber  a connection in (S)SUBSCRIBE mode, read by its one owner.
 
 Errors: ``ConnectionLost`` (the connection is unusable: closed, reset, timed out, refused)
@@ -19,6 +21,7 @@ unknown). Callers map these to ``BrokerUnavailable`` (``pubsub.redis``).
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -223,6 +226,66 @@ class Connection:
             reply.value = self.lost
             reply.done.set()
         self.closed.set()
+
+
+class Client:
+    """Commands to one Redis, over one pipelined ``Connection`` that is (re)opened on demand.
+    A command that meets a connection lost since its last use is sent once more on a new
+    one (a PUBLISH may then arrive twice: subscribers drop duplicates by revision)."""
+
+    def __init__(self, url: str, timeout: float, nursery: trio.Nursery) -> None:
+        Address.from_url(url)  # refuse a bad URL now
+        self._url = url
+        self._timeout = timeout
+        self._nursery = nursery
+        self._current: Connection | None = None
+        self._connecting = trio.Lock()
+        self._scripts: dict[str, bytes] = {}  # source → sha1
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str, *, timeout: float) -> AsyncIterator[Client]:
+        """Nothing is contacted before the first command; its connection closes on exit."""
+        async with trio.open_nursery() as nursery:
+            try:
+                yield cls(url, timeout, nursery)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def call(self, *args: bytes | str | int | float) -> Any:
+        (reply,) = await self.pipeline([args])
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        try:
+            return await (await self._connection()).pipeline(commands)
+        except ConnectionLost:
+            return await (await self._connection()).pipeline(commands)  # once, on a new one
+
+    async def script(self, source: str, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        """Run a Lua script: by its hash, and by its text the first time Redis needs it."""
+        sha = self._scripts.get(source)
+        if sha is None:
+            sha = self._scripts[source] = hashlib.sha1(source.encode()).hexdigest().encode()
+        try:
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.call("EVAL", source, len(keys), *keys, *args)
+
+    async def _connection(self) -> Connection:
+        async with self._connecting:
+            if self._current is None or self._current.lost is not None:
+                self._current = await self._nursery.start(self._hold)
+            return self._current
+
+    async def _hold(self, *, task_status: trio.TaskStatus[Connection]) -> None:
+        async with Connection.open(self._url, timeout=self._timeout) as connection:
+            task_status.started(connection)
+            await connection.closed.wait()
 
 
 class Subscriber:

@@ -13,7 +13,6 @@ from typing import AsyncContextManager
 
 import pytest
 import trio
-import trio_asyncio
 
 from nursery.config import ConfigError, Settings
 from nursery.errors import BrokerUnavailable
@@ -44,9 +43,7 @@ async def _memory_instances(n: int) -> AsyncIterator[list[Instance]]:
 def _redis_instances(url: str) -> OpenInstances:
     @asynccontextmanager
     async def open_instances(n: int) -> AsyncIterator[list[Instance]]:
-        # pytest-trio runs fixtures in other tasks: the asyncio loop is opened here, in the
-        # test's own task, around everything that uses it.
-        async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack:
             settings = Settings(redis_url=url, broker_timeout=TIMEOUT)
             yield [await stack.enter_async_context(open_broker(settings)) for _ in range(n)]
 
@@ -234,19 +231,13 @@ async def test_a_redis_url_of_another_scheme_is_refused(url: str) -> None:
         Settings(redis_url=url)
 
 
-async def test_open_broker_redis_needs_the_asyncio_loop() -> None:
-    with trio.fail_after(5), pytest.raises(RuntimeError, match="trio-asyncio"):
-        async with open_broker(Settings(redis_url="redis://127.0.0.1:1")):
-            pass  # pragma: no cover
-
-
 async def test_open_broker_picks_redis_for_a_redis_url() -> None:
     from nursery.pubsub.redis import RedisBroker, RedisPresence
 
     # Nothing is contacted on entry, so an unreachable URL is fine here.
     settings = Settings(redis_url="rediss://user:secret@127.0.0.1:1/3", broker_timeout=0.5)
     with trio.fail_after(5):
-        async with trio_asyncio.open_loop(), open_broker(settings) as (broker, presence):
+        async with open_broker(settings) as (broker, presence):
             assert isinstance(broker, RedisBroker) and isinstance(presence, RedisPresence)
             assert "secret" not in broker.url
             assert broker.timeout == presence.timeout == 0.5

@@ -9,7 +9,6 @@ from typing import AsyncContextManager
 
 import pytest
 import trio
-import trio_asyncio
 
 from nursery.config import Settings
 from nursery.errors import BrokerUnavailable
@@ -29,7 +28,7 @@ async def _memory(n: int) -> AsyncIterator[list[SharedRateLimiter]]:
 def _redis(url: str) -> OpenLimiters:
     @asynccontextmanager
     async def open_limiters(n: int) -> AsyncIterator[list[SharedRateLimiter]]:
-        async with trio_asyncio.open_loop(), AsyncExitStack() as stack:
+        async with AsyncExitStack() as stack:
             settings = Settings(redis_url=url, broker_timeout=2.0)
             yield [await stack.enter_async_context(open_rate_limiter(settings)) for _ in range(n)]
 
@@ -92,12 +91,11 @@ def test_gcra_steps() -> None:
 
 async def test_redis_limiter_outage_raises_broker_unavailable(own_redis: object) -> None:
     with trio.fail_after(15):
-        async with trio_asyncio.open_loop():
-            settings = Settings(redis_url=own_redis.url, broker_timeout=1.0)  # type: ignore[attr-defined]
-            async with open_rate_limiter(settings) as limiter:
-                assert (await limiter.hit("k", Rate(10, 1))).allowed
-                own_redis.stop()  # type: ignore[attr-defined]
-                with pytest.raises(BrokerUnavailable):
-                    await limiter.hit("k", Rate(10, 1))
-                own_redis.start()  # type: ignore[attr-defined]
-                assert (await limiter.hit("k", Rate(10, 1))).allowed
+        settings = Settings(redis_url=own_redis.url, broker_timeout=1.0)  # type: ignore[attr-defined]
+        async with open_rate_limiter(settings) as limiter:
+            assert (await limiter.hit("k", Rate(10, 1))).allowed
+            own_redis.stop()  # type: ignore[attr-defined]
+            with pytest.raises(BrokerUnavailable):
+                await limiter.hit("k", Rate(10, 1))
+            own_redis.start()  # type: ignore[attr-defined]
+            assert (await limiter.hit("k", Rate(10, 1))).allowed

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 import trio
-import trio_asyncio
 
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import Delivery, Message, Resubscribed
@@ -30,13 +29,9 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def redis_broker(url: str) -> AsyncIterator[RedisBroker]:
-    # The asyncio loop is opened in the test's task (pytest-trio runs fixtures elsewhere).
-    async with trio_asyncio.open_loop():
-        broker = RedisBroker(url, TIMEOUT, ping_interval=PING_INTERVAL)
-        try:
-            yield broker
-        finally:
-            await broker.aclose()
+    async with RedisBroker.open(url, TIMEOUT) as broker:
+        broker.ping_interval = PING_INTERVAL
+        yield broker
 
 
 async def subscribe(
@@ -73,24 +68,24 @@ async def test_publish_fails_within_the_timeout_when_redis_is_gone(
     own_redis: RedisServer, fault: str
 ) -> None:
     with trio.fail_after(15):
-        async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
+        async with (
+            redis_broker(own_redis.url) as broker,
+            RedisPresence.open(own_redis.url, TIMEOUT) as presence,
+            trio.open_nursery() as nursery,
+        ):
             await subscribe(nursery, broker)
-            presence = RedisPresence(own_redis.url, TIMEOUT)
-            try:
-                await (stop(own_redis) if fault == "stopped" else pause(own_redis, 5))
-                for name, operation in [
-                    ("publish", lambda: broker.publish(b"lost")),
-                    ("presence refresh", lambda: presence.refresh({"u": {"s"}}, 10)),
-                    ("presence online", lambda: presence.online("u")),
-                ]:
-                    began = time.perf_counter()
-                    with pytest.raises(BrokerUnavailable):
-                        await operation()
-                    took = time.perf_counter() - began
-                    print(f"\n{fault}: {name} failed after {took * 1000:.1f} ms")
-                    assert took < TIMEOUT + 0.5
-            finally:
-                await presence.aclose()
+            await (stop(own_redis) if fault == "stopped" else pause(own_redis, 5))
+            for name, operation in [
+                ("publish", lambda: broker.publish(b"lost")),
+                ("presence refresh", lambda: presence.refresh({"u": {"s"}}, 10)),
+                ("presence online", lambda: presence.online("u")),
+            ]:
+                began = time.perf_counter()
+                with pytest.raises(BrokerUnavailable):
+                    await operation()
+                took = time.perf_counter() - began
+                print(f"\n{fault}: {name} failed after {took * 1000:.1f} ms")
+                assert took < TIMEOUT + 0.5
             nursery.cancel_scope.cancel()
 
 
@@ -178,15 +173,11 @@ async def test_first_subscribe_fails_loudly_when_redis_is_down(own_redis: RedisS
 
 async def test_presence_works_again_after_a_restart(own_redis: RedisServer) -> None:
     with trio.fail_after(15):
-        async with trio_asyncio.open_loop():
-            presence = RedisPresence(own_redis.url, TIMEOUT)
-            try:
-                await presence.refresh({"u": {"s"}}, 10)
-                await stop(own_redis)
-                with pytest.raises(BrokerUnavailable):
-                    await presence.online("u")
-                await start(own_redis)  # no persistence: the entry is gone with the data
-                await presence.refresh({"u": {"s"}}, 10)
-                assert await presence.online("u") == {"s"}
-            finally:
-                await presence.aclose()
+        async with RedisPresence.open(own_redis.url, TIMEOUT) as presence:
+            await presence.refresh({"u": {"s"}}, 10)
+            await stop(own_redis)
+            with pytest.raises(BrokerUnavailable):
+                await presence.online("u")
+            await start(own_redis)  # no persistence: the entry is gone with the data
+            await presence.refresh({"u": {"s"}}, 10)
+            assert await presence.online("u") == {"s"}

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from nursery.stores.asyncio_thread import AsyncioThread
 from nursery.stores.audit import AuditStore
 from nursery.stores.base import TodoStore
 from tests.stores.mongo_double import MongoDouble
@@ -41,6 +42,7 @@ class Stores:
     new_user: Callable[[], Awaitable[str]]  # an id the todo store accepts as a user
     engine: Any = None  # the backend's own handle, for backend-specific checks
     database_url: str | None = None  # PostgreSQL's, for a connection of the test's own
+    aio: AsyncioThread | None = None  # where the asyncio drivers run, for the test's own calls
 
 
 @dataclass

@@ -3,8 +3,7 @@
 ``NURSERY_TEST_MONGO_URL``; skipped without it).
 
 A test opens its backend with ``async with backend.open() as stores``: that opens the
-trio-asyncio loop too, in the test's own task (a loop opened by an async fixture would belong
-to the fixture's task).
+asyncio thread the drivers run on too (``stores.aio``).
 """
 
 from __future__ import annotations
@@ -14,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
-import trio_asyncio
 
+from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.stores.mongo import open_mongo_store
 from nursery.stores.postgres import open_postgres_store
 from nursery.stores.postgres.audit import PostgresAuditStore
@@ -31,14 +30,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
         @asynccontextmanager
         async def open_postgres() -> AsyncIterator[Stores]:
-            async with trio_asyncio.open_loop(), open_postgres_store(url, timeout=5) as store:
+            async with open_asyncio_thread() as aio, open_postgres_store(url, aio, timeout=5) as store:
                 counter = iter(range(1_000_000))
 
                 async def new_user() -> str:
                     user = await store.create_user(f"u{next(counter)}@example.com", "hash")
                     return user.id
 
-                yield Stores(store, PostgresAuditStore(store), new_user, store, url)
+                yield Stores(store, PostgresAuditStore(store), new_user, store, url, aio)
 
         yield Backend(name, open_postgres)
         return
@@ -52,12 +51,15 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
     @asynccontextmanager
     async def open_mongo() -> AsyncIterator[Stores]:
-        async with trio_asyncio.open_loop(), open_mongo_store(url, database=database, timeout=10) as store:
+        async with (
+            open_asyncio_thread() as aio,
+            open_mongo_store(url, aio, database=database, timeout=10) as store,
+        ):
             try:
-                yield Stores(store, store, random_user, store)
+                yield Stores(store, store, random_user, store, aio=aio)
             finally:
                 if database is not None:
-                    await trio_asyncio.aio_as_trio(store.database.client.drop_database)(database)
+                    await aio.run(store.database.client.drop_database, database)
 
     yield Backend(name, open_mongo)
     MongoDouble.reset()

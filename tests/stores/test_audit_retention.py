@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
 from nursery.service.retention import AuditRetention, Round
 from nursery.stores.audit import LOGIN, AuditEntry, to_millisecond
@@ -44,23 +43,26 @@ async def kept(stores: Stores) -> set[str]:
 @asynccontextmanager
 async def another_pruner(backend: Backend, stores: Stores) -> AsyncIterator[None]:
     """Another instance in the middle of a prune batch, for the body of the block."""
+    aio = stores.aio
+    assert aio is not None
     if backend.name == "postgres":
         assert stores.database_url
-        conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(stores.database_url, timeout=5)
+        conn = await aio.run(asyncpg.connect, stores.database_url, timeout=5)
         try:
-            await trio_asyncio.aio_as_trio(conn.execute)("BEGIN")
-            await trio_asyncio.aio_as_trio(conn.execute)(f"SELECT pg_advisory_xact_lock({PRUNE_LOCK_ID})")
+            await aio.run(conn.execute, "BEGIN")
+            await aio.run(conn.execute, f"SELECT pg_advisory_xact_lock({PRUNE_LOCK_ID})")
             yield
         finally:
-            await trio_asyncio.aio_as_trio(conn.close)(timeout=5)
+            await aio.run(conn.close, timeout=5)
         return
     leases = stores.engine.database.leases
-    await trio_asyncio.aio_as_trio(leases.insert_one)(
+    await aio.run(
+            leases.insert_one,
         {"_id": PRUNE_LEASE, "owner": "another instance", "until": datetime.now(UTC) + timedelta(minutes=1)})
     try:
         yield
     finally:
-        await trio_asyncio.aio_as_trio(leases.delete_one)({"_id": PRUNE_LEASE})
+        await aio.run(leases.delete_one, {"_id": PRUNE_LEASE})
 
 
 async def test_prune_deletes_the_oldest_entries_before_the_cutoff_one_batch_at_a_time(
@@ -111,9 +113,12 @@ async def test_a_lease_left_by_a_dead_pruner_expires(backend: Backend) -> None:
         async with backend.open() as stores:
             await stores.audit.append_audit(entries(3, days_ago=100))
             leases = stores.engine.database.leases
-            await trio_asyncio.aio_as_trio(leases.insert_one)(
+            aio = stores.aio
+            assert aio is not None
+            await aio.run(
+            leases.insert_one,
                 {"_id": PRUNE_LEASE, "owner": "a dead instance",
                  "until": datetime.now(UTC) - timedelta(seconds=1)})
             assert await stores.audit.prune_audit(NOW, 10) == 3
             # and it let go of the lease once the batch was done
-            assert await trio_asyncio.aio_as_trio(leases.count_documents)({}) == 0
+            assert await aio.run(leases.count_documents, {}) == 0

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import pytest
 import trio
-import trio_asyncio
 
+from nursery.stores.asyncio_thread import AsyncioThread, open_asyncio_thread
 from nursery.errors import StoreUnavailable
 from nursery.stores.embedded import PrivatePostgres, free_port, open_private_postgres
 
@@ -46,13 +46,13 @@ def cluster_dir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-async def fetchval(url: str, sql: str) -> Any:
-    """One query on a fresh asyncpg connection (inside a trio-asyncio loop)."""
-    conn = await trio_asyncio.aio_as_trio(asyncpg.connect)(url, timeout=5)
+async def fetchval(aio: AsyncioThread, url: str, sql: str) -> Any:
+    """One query on a fresh asyncpg connection."""
+    conn = await aio.run(asyncpg.connect, url, timeout=5)
     try:
-        return await trio_asyncio.aio_as_trio(conn.fetchval)(sql)
+        return await aio.run(conn.fetchval, sql)
     finally:
-        await trio_asyncio.aio_as_trio(conn.close)(timeout=5)
+        await aio.run(conn.close, timeout=5)
 
 
 def accepts(port: int) -> bool:
@@ -69,12 +69,12 @@ def port_of(url: str) -> int:
 
 async def test_first_start_initialises_and_serves(data_dir: Path) -> None:
     with trio.fail_after(30):
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_thread() as aio:
             async with open_private_postgres(data_dir, fast=True) as url:
                 assert url.startswith("postgresql://nursery@127.0.0.1:")
                 assert url.endswith("/nursery")
-                assert await fetchval(url, "SELECT current_database()") == "nursery"
-                assert await fetchval(url, "SHOW fsync") == "off"
+                assert await fetchval(aio, url, "SELECT current_database()") == "nursery"
+                assert await fetchval(aio, url, "SHOW fsync") == "off"
     assert not accepts(port_of(url))
     assert not (data_dir / "pg" / "postmaster.pid").exists()
 
@@ -82,13 +82,13 @@ async def test_first_start_initialises_and_serves(data_dir: Path) -> None:
 async def test_restart_reuses_data(cluster_dir: Path) -> None:
     port = free_port()
     with trio.fail_after(30):
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_thread() as aio:
             async with open_private_postgres(cluster_dir, port=port, fast=True) as url:
-                await fetchval(url, "CREATE TABLE kept AS SELECT 42 AS answer")
+                await fetchval(aio, url, "CREATE TABLE kept AS SELECT 42 AS answer")
             async with open_private_postgres(cluster_dir, port=port, fast=True) as again:
                 assert again == url
-                assert await fetchval(url, "SELECT answer FROM kept") == 42
-                await fetchval(url, "DROP TABLE kept")
+                assert await fetchval(aio, url, "SELECT answer FROM kept") == 42
+                await fetchval(aio, url, "DROP TABLE kept")
 
 
 async def test_cancellation_stops_the_server(cluster_dir: Path) -> None:
@@ -118,11 +118,11 @@ async def test_second_server_on_same_dir_is_refused_and_first_survives(
     cluster_dir: Path,
 ) -> None:
     with trio.fail_after(30):
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_thread() as aio:
             async with open_private_postgres(cluster_dir, fast=True) as url:
                 with pytest.raises(StoreUnavailable, match="already running"):
                     await trio.to_thread.run_sync(PrivatePostgres(cluster_dir).start)
-                assert await fetchval(url, "SELECT 1") == 1
+                assert await fetchval(aio, url, "SELECT 1") == 1
 
 
 def test_missing_binaries_are_a_clear_error(

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import trio
-import trio_asyncio
 
+from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.errors import StoreUnavailable
 from nursery.models import TodoDraft, TodoPatch
 from nursery.stores.mongo import MongoStore, open_mongo_store
@@ -38,7 +38,7 @@ def url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @asynccontextmanager
 async def opened(url: str, timeout: float = 5) -> AsyncIterator[MongoStore]:
-    async with trio_asyncio.open_loop(), open_mongo_store(url, timeout=timeout) as store:
+    async with open_asyncio_thread() as aio, open_mongo_store(url, aio, timeout=timeout) as store:
         yield store
 
 
@@ -101,18 +101,18 @@ async def test_conflicts_that_outlast_the_retries_are_unavailable_and_change_not
 async def test_startup_refuses_a_standalone_server(url: str) -> None:
     MongoDouble.server_for(url).standalone = True
     with trio.fail_after(10):
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_thread() as aio:
             with pytest.raises(StoreUnavailable, match="replica set"):
-                async with open_mongo_store(url):
+                async with open_mongo_store(url, aio):
                     pass
 
 
 async def test_startup_fails_when_mongodb_is_unreachable(url: str) -> None:
     MongoDouble.server_for(url).unreachable = True
     with trio.fail_after(10):
-        async with trio_asyncio.open_loop():
+        async with open_asyncio_thread() as aio:
             with pytest.raises(StoreUnavailable):
-                async with open_mongo_store(url):
+                async with open_mongo_store(url, aio):
                     pass
 
 
@@ -120,10 +120,10 @@ async def test_collections_and_indexes_are_created_at_startup_idempotently(url: 
     with trio.fail_after(10):
         for _ in range(2):  # a second instance starting finds them there
             async with opened(url) as store:
-                names = await trio_asyncio.aio_as_trio(store.database.list_collection_names)()
+                names = await store.on_driver(store.database.list_collection_names)
                 assert set(COLLECTIONS) <= set(names)
                 for collection, indexes in INDEXES.items():
-                    info = await trio_asyncio.aio_as_trio(store.database[collection].index_information)()
+                    info = await store.on_driver(store.database[collection].index_information)
                     assert {i.document["name"] for i in indexes} <= set(info)
 
 
@@ -149,8 +149,8 @@ async def test_an_outage_and_a_hang_become_store_unavailable(url: str) -> None:
 async def test_store_operations_are_observed_by_name(url: str) -> None:
     seen: list[tuple[str, bool]] = []
     with trio.fail_after(10):
-        async with trio_asyncio.open_loop(), open_mongo_store(
-            url, observe=lambda name, ok, _: seen.append((name, ok))
+        async with open_asyncio_thread() as aio, open_mongo_store(
+            url, aio, observe=lambda name, ok, _: seen.append((name, ok))
         ) as store:
             await store.create_todo(user(), TodoDraft("a"))
             await store.get_todo(user(), "not-a-uuid")  # answered without a crossing
@@ -170,7 +170,7 @@ async def test_the_double_catches_an_operation_outside_the_transaction(url: str)
                     await db.todos.find_one({})  # no session=
 
             with pytest.raises(AssertionError, match="session"):
-                await trio_asyncio.aio_as_trio(forgetful)()
+                await store.on_driver(forgetful)
 
 
 async def test_an_instance_on_mongodb_is_unready_and_answers_503_while_it_is_away(

@@ -7,8 +7,8 @@ import uuid
 
 import asyncpg
 import trio
-import trio_asyncio
 
+from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.models import TodoDraft
 from nursery.stores.postgres import open_postgres_store
 
@@ -16,25 +16,28 @@ from nursery.stores.postgres import open_postgres_store
 async def test_a_write_cancelled_inside_its_transaction_leaves_the_connection_clean(
     database_url: str,
 ) -> None:
-    async with trio_asyncio.open_loop(), open_postgres_store(database_url, pool_size=1) as store:
+    async with (
+        open_asyncio_thread() as aio,
+        open_postgres_store(database_url, aio, pool_size=1) as store,
+    ):
         user = (await store.create_user("cancelled-write@example.com", "hash")).id
         await store.create_todo(user, TodoDraft("first"), idempotency_key="k1")
 
         # Another connection holds the user's row: the keyed write (BEGIN, bump, insert,
         # COMMIT) blocks at the bump, inside its transaction, until it is cancelled.
-        blocker = await trio_asyncio.aio_as_trio(asyncpg.connect)(database_url)
+        blocker = await aio.run(asyncpg.connect, database_url)
         try:
             tx = blocker.transaction()
-            await trio_asyncio.aio_as_trio(tx.start)()
-            await trio_asyncio.aio_as_trio(blocker.execute)(
-                "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", uuid.UUID(user)
+            await aio.run(tx.start)
+            await aio.run(
+                blocker.execute, "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", uuid.UUID(user)
             )
             with trio.move_on_after(0.5) as scope:
                 await store.create_todo(user, TodoDraft("cancelled"), idempotency_key="k2")
             assert scope.cancelled_caught
-            await trio_asyncio.aio_as_trio(tx.rollback)()
+            await aio.run(tx.rollback)
         finally:
-            await trio_asyncio.aio_as_trio(blocker.close)()
+            await aio.run(blocker.close)
 
         # The pool's only connection is reused: not inside the dead transaction, and the
         # cancelled write took no revision.

@@ -22,11 +22,9 @@ where that is a failure of the CI setup.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +84,6 @@ def cluster(pg_server: PrivatePostgres, redis_server: RedisServer) -> Iterator[C
         shutil.rmtree(directory, ignore_errors=True)
 
 
-@contextmanager
-def _plain_asyncio_loops() -> Iterator[None]:
-    """Playwright's sync API makes its event loop with ``asyncio.new_event_loop()``. Once
-    trio_asyncio is imported (by other tests of the same run), that makes a trio-asyncio loop,
-    which Playwright cannot drive. A policy set in this thread takes precedence over
-    trio_asyncio's (which fakes ``set_event_loop_policy`` per thread), so use asyncio's default
-    just while Playwright makes its loop."""
-    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop_policy(None)
-
-
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     try:
@@ -109,8 +93,7 @@ def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is missing (apt-get install chromium)")
     manager = sync_playwright()
-    with _plain_asyncio_loops():
-        playwright = manager.__enter__()
+    playwright = manager.__enter__()
     try:
         # Playwright adds --headless and a fresh, empty --user-data-dir of its own.
         browser = playwright.chromium.launch(

@@ -1,20 +1,17 @@
 """``MongoStore``: the todo store contract and the audit log on MongoDB.
 
-PyMongo's native async API (``AsyncMongoClient``) is asyncio-only, so every public method
-crosses into asyncio exactly once (``trio_asyncio.aio_as_trio``) and runs a whole operation
-there, its transaction and retries included (RESEARCH.md: ~60 µs a crossing). Motor is not
-used: deprecated, and it fails under trio-asyncio. The queries live in ``_todos`` and
-``_audit``, transactions in ``_transactions``; this module owns the client, the timeout and
-the error mapping.
+PyMongo's native async API (``AsyncMongoClient``) is asyncio-only: every public method hands
+a whole operation, its transaction and retries included, to the asyncio thread
+(``stores.asyncio_thread``) once. Motor is not used: it is deprecated. The queries live in
+``_todos`` and ``_audit``, transactions in ``_transactions``; this module owns the client and
+the timeout; ``_errors`` maps the driver's errors (none escapes).
 
 Users and sessions stay in PostgreSQL; ``nursery.stores.split.SplitStore`` puts the two
 together behind the one ``Store`` interface.
 
 Cancellation: cancelling a caller cancels the asyncio task; the driver discards the
-connection it was using and the server drops the unfinished transaction. Error handling:
-``UNAVAILABLE_ERRORS``, and transient errors that outlived their retries, become
-``StoreUnavailable``; ids that are not UUIDs name nothing (``NotFound`` or ``None``, as on
-PostgreSQL); anything else is a bug and is re-raised.
+connection it was using and the server drops the unfinished transaction. Ids that are not
+UUIDs name nothing (``NotFound`` or ``None``, as on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -32,15 +29,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import trio
-import trio_asyncio
 from pymongo import AsyncMongoClient
-from pymongo.errors import (
-    ConfigurationError,
-    ConnectionFailure,
-    ExecutionTimeout,
-    PyMongoError,
-    WTimeoutError,
-)
 
 from nursery.errors import NotFound, StoreUnavailable
 from nursery.models import (
@@ -51,19 +40,15 @@ from nursery.models import (
     TodoPatch,
     WriteResult,
 )
+from nursery.stores.asyncio_thread import AsyncioThread
 from nursery.stores.audit import AuditEntry, DayFigures, storable
 from nursery.stores.mongo import _audit, _schema, _todos
-from nursery.stores.mongo._transactions import UNKNOWN_COMMIT, is_transient
+from nursery.stores.mongo._errors import DRIVER_ERRORS, translate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_DATABASE = "nursery"
-
-# The failures that mean "the database is not there (now)", as opposed to a bug in a query.
-UNAVAILABLE_ERRORS = (OSError, asyncio.TimeoutError, ConnectionFailure, ExecutionTimeout, WTimeoutError)
-# Server errors of a node that is stepping down or shutting down (retried by the driver once).
-UNAVAILABLE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
 
 Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
 
@@ -91,18 +76,14 @@ def _fingerprint(operation: str, request: Any) -> str:
     return f"{operation} {hashlib.sha256(body.encode()).hexdigest()[:32]}"
 
 
-def _unavailable(exc: PyMongoError) -> bool:
-    if isinstance(exc, UNAVAILABLE_ERRORS) or is_transient(exc):
-        return True
-    code = getattr(exc, "code", None)
-    return exc.has_error_label(UNKNOWN_COMMIT) or code in UNAVAILABLE_CODES
-
-
 class MongoStore:
     """Todos (``TodoStore``) and the audit log (``AuditStore``) in one MongoDB database."""
 
-    def __init__(self, db: Any, timeout: float, observe: Observe | None = None) -> None:
+    def __init__(
+        self, db: Any, aio: AsyncioThread, timeout: float, observe: Observe | None = None
+    ) -> None:
         self._db = db
+        self._aio = aio
         self._timeout = timeout
         self._observe = observe
         self._owner = uuid.uuid4().hex  # this store's name on leases (the audit pruner's)
@@ -112,22 +93,22 @@ class MongoStore:
         """The driver's database object (asyncio side; for tests and tools)."""
         return self._db
 
+    async def on_driver(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` where the driver runs (for tests and tools: ``database``)."""
+        return await self._aio.run(fn, *args)
+
     async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "") -> T:
         started = time.perf_counter()
         ok = False
         try:
             with trio.fail_after(self._timeout):
-                result: T = await trio_asyncio.aio_as_trio(op)(self._db, *args)
+                result: T = await self._aio.run(op, self._db, *args)
             ok = True
             return result
         except trio.TooSlowError as exc:
             raise StoreUnavailable("MongoDB did not answer in time") from exc
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(f"MongoDB is unavailable ({type(exc).__name__})") from exc
-        except PyMongoError as exc:
-            if _unavailable(exc):
-                raise StoreUnavailable(f"MongoDB is unavailable ({type(exc).__name__})") from exc
-            raise
+        except DRIVER_ERRORS as exc:
+            raise translate(exc) from exc
         finally:
             if self._observe is not None:
                 self._observe(name or op.__name__, ok, time.perf_counter() - started)
@@ -144,7 +125,7 @@ class MongoStore:
 
     async def aclose(self) -> None:
         with trio.move_on_after(self._timeout):
-            await trio_asyncio.aio_as_trio(self._db.client.close)()
+            await self._aio.run(self._db.client.close)
 
     def pool_use(self) -> tuple[int, int]:
         """The driver does not expose its pools' use: (0, 0)."""
@@ -260,6 +241,7 @@ def _client(url: str, pool_size: int, timeout: float) -> Any:
 @asynccontextmanager
 async def open_mongo_store(
     url: str,
+    aio: AsyncioThread,
     *,
     database: str | None = None,
     pool_size: int = 10,
@@ -269,15 +251,15 @@ async def open_mongo_store(
     """Connect, check for a replica set, create the indexes, yield the store; close on exit.
 
     ``database``: the database to use; default the one named in ``url``, else ``nursery``.
-    Must run inside a trio-asyncio loop. Raises ``StoreUnavailable`` when MongoDB cannot be
-    reached within ``timeout``, the URL is not valid, or the deployment has no transactions.
+    Raises ``StoreUnavailable`` when MongoDB cannot be reached within ``timeout``, the URL is
+    not valid, or the deployment has no transactions.
     """
     try:
-        client = await trio_asyncio.aio_as_trio(_make_client)(url, pool_size, timeout)
-    except ConfigurationError as exc:
+        client = await aio.run(_make_client, url, pool_size, timeout)
+    except DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"not a usable MongoDB URL: {exc}") from exc
     db = client[database] if database else client.get_default_database(DEFAULT_DATABASE)
-    store = MongoStore(db, timeout, observe)
+    store = MongoStore(db, aio, timeout, observe)
     try:
         await store.prepare()
         yield store

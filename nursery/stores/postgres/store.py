@@ -1,17 +1,16 @@
 """``PostgresStore``: the store contract on PostgreSQL through asyncpg.
 
-asyncpg is asyncio-only, so every public method crosses into asyncio exactly once
-(``trio_asyncio.aio_as_trio``) and runs a whole operation there on one pooled connection
-(RESEARCH.md: a crossing costs ~60 µs, so never one per query). The queries live in
-``_accounts`` and ``_todos``; this module owns the pool, the timeout and the error mapping.
+asyncpg is asyncio-only: every public method hands a whole operation, on one pooled
+connection, to the asyncio thread (``stores.asyncio_thread``) once, never one query at a
+time. The queries live in ``_accounts`` and ``_todos``; this module owns the pool and the
+timeout; ``_errors`` maps the driver's errors (none escapes).
 
-Cancellation: cancelling a caller cancels the asyncio task and the query server-side; the
-pool stays usable. Driver failures become ``StoreUnavailable``; nothing else escapes.
+Cancellation: cancelling a caller cancels the asyncio task and the query server-side, and
+returns once the connection is back in the pool.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -24,7 +23,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import trio
-import trio_asyncio
 
 from nursery.errors import NotFound, StoreUnavailable
 from nursery.models import (
@@ -38,22 +36,13 @@ from nursery.models import (
     User,
     WriteResult,
 )
+from nursery.stores.asyncio_thread import AsyncioThread
 from nursery.stores.postgres import _accounts, _todos
+from nursery.stores.postgres._errors import DRIVER_ERRORS, translate
 from nursery.stores.postgres.migrate import apply_migrations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# The failures that mean "the database is not there", as opposed to a bug in a query.
-UNAVAILABLE_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
-
 
 def _uuid(value: str | None) -> uuid.UUID | None:
     """Ids that are not UUIDs name nothing: the callers answer 404 as for unknown ids."""
@@ -82,8 +71,12 @@ Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
 
 
 class PostgresStore:
-    def __init__(self, pool: asyncpg.Pool, timeout: float, observe: Observe | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, aio: AsyncioThread, timeout: float,
+        observe: Observe | None = None,
+    ) -> None:
         self._pool = pool
+        self._aio = aio
         self._timeout = timeout
         self._observe = observe
 
@@ -92,13 +85,13 @@ class PostgresStore:
         ok = False
         try:
             with trio.fail_after(self._timeout):
-                result: T = await trio_asyncio.aio_as_trio(self._on_connection)(op, *args)
+                result: T = await self._aio.run(self._on_connection, op, *args)
             ok = True
             return result
         except trio.TooSlowError as exc:
             raise StoreUnavailable("the database did not answer in time") from exc
-        except UNAVAILABLE_ERRORS as exc:
-            raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__})") from exc
+        except DRIVER_ERRORS as exc:
+            raise translate(exc) from exc
         finally:
             if self._observe is not None:
                 self._observe(name or op.__name__, ok, time.perf_counter() - started)
@@ -110,8 +103,7 @@ class PostgresStore:
 
     async def _on_connection(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
         # No asyncpg-level timeouts: the Trio deadline in ``_run`` bounds the whole operation
-        # (and cancels the query server-side); asyncio timers through the bridge cost a
-        # scheduling round trip each, on every query.
+        # (and cancels the query server-side).
         async with self._pool.acquire() as conn:
             return await op(conn, *args)
 
@@ -125,7 +117,7 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         with trio.move_on_after(self._timeout) as scope:
-            await trio_asyncio.aio_as_trio(self._pool.close)()
+            await self._aio.run(self._pool.close)
         if scope.cancelled_caught:
             self._pool.terminate()
 
@@ -236,29 +228,34 @@ async def _keep_connection_as_is(conn: asyncpg.Connection) -> None:
 
 @asynccontextmanager
 async def open_postgres_store(
-    url: str, *, pool_size: int = 10, timeout: float = 5.0, observe: Observe | None = None
+    url: str,
+    aio: AsyncioThread,
+    *,
+    pool_size: int = 10,
+    timeout: float = 5.0,
+    observe: Observe | None = None,
 ) -> AsyncIterator[PostgresStore]:
     """Connect, apply migrations, yield the store; close the pool on exit.
 
-    Must run inside a trio-asyncio loop. Raises ``StoreUnavailable`` when the database cannot
-    be reached within ``timeout``.
+    Raises ``StoreUnavailable`` when the database cannot be reached within ``timeout``.
     """
     try:
         with trio.fail_after(timeout):
-            pool = await trio_asyncio.aio_as_trio(asyncpg.create_pool)(
+            pool = await aio.run(
+                asyncpg.create_pool,
                 url,
                 min_size=1,
                 max_size=pool_size,
                 reset=_keep_connection_as_is,
-                # No idle-close timer, which asyncpg re-arms on every release (an asyncio
-                # timer through the bridge each time); the pool never exceeds pool_size.
+                # No idle-close timer, which asyncpg re-arms on every release: the pool never
+                # exceeds pool_size anyway.
                 max_inactive_connection_lifetime=0,
             )
     except trio.TooSlowError as exc:
         raise StoreUnavailable(f"PostgreSQL did not answer within {timeout} s") from exc
-    except (*UNAVAILABLE_ERRORS, asyncpg.PostgresError) as exc:
+    except DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-    store = PostgresStore(pool, timeout, observe)
+    store = PostgresStore(pool, aio, timeout, observe)
     try:
         applied = await store.migrate()
         if applied:

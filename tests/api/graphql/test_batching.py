@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import trio
-import trio_asyncio
 
 from nursery.api.graphql.context import Caller, Context
 from nursery.api.graphql.engine import Engine, GraphQLRequest, Operation
@@ -45,10 +44,9 @@ OPERATIONS = [name for name in dir(Store) if not name.startswith("_") and name n
 
 @pytest.fixture
 async def services(database_url: str) -> AsyncIterator[Services]:
-    async with trio_asyncio.open_loop():
-        settings = Settings(database_url=database_url).replace(**UNLIMITED)
-        async with open_services(settings, database_url, SECRET) as services:
-            yield services
+    settings = Settings(database_url=database_url).replace(**UNLIMITED)
+    async with open_services(settings, database_url, SECRET) as services:
+        yield services
 
 
 async def run(engine: Engine, accounts: Accounts, todos: Todos, token: str, query: str) -> dict[str, Any]:
