@@ -1,14 +1,16 @@
-"""A local deployment (``local_cluster``) held open until interrupted, for profiling or
-repeated runs against the same instances. Prints one JSON line: urls, pids, database URL,
-secret (the arguments ``fanout.py --urls`` and ``profile.py --pids`` want).
+"""A local deployment (``local_cluster``) held open until SIGINT or SIGTERM (then stopped,
+everything it started), for profiling or repeated runs against the same instances. Prints
+one JSON line: urls, pids, database URL, secret (what ``fanout.py --urls`` and
+``profile.py --pids`` want).
 
-    .venv/bin/python bench/hold_cluster.py > /tmp/cluster.json &
+    .venv/bin/python bench/hold_cluster.py > /tmp/cluster.json &  ...  kill %1
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import trio
@@ -22,11 +24,10 @@ async def main() -> None:
         print(json.dumps({"urls": cluster.urls, "pids": cluster.pids,
                           "database_url": cluster.database_url, "secret": cluster.secret}),
               flush=True)
-        await trio.sleep_forever()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                return
 
 
 if __name__ == "__main__":
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
-        pass
+    trio.run(main)

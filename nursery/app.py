@@ -26,6 +26,7 @@ from nursery.api.rest import rest_router
 from nursery.api.security import Hardening, parse_origins
 from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_router
+from nursery import logs
 from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
 from nursery.errors import NurseryError, StoreUnavailable
@@ -209,6 +210,7 @@ async def run_background(
         nursery.start_soon(_purge_tombstones, services)
         await nursery.start(services.audit.run, services.audit_store)
         await nursery.start(services.retention.run)
+        await nursery.start(logs.flush_regularly)
         task_status.started()
 
 

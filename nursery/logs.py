@@ -6,6 +6,10 @@ Every line carries the instance's name; a line written while a request is being 
 carries its request id too (``X-Request-ID``: the client's if it sent a sane one, else ours,
 returned in the response), so an error logged deep down can be matched with its request.
 
+Lines are written in batches (``_Batched``): one write per line cost ~5 % of an instance's
+CPU at a few hundred requests a second here. A warning or an error is written at once, with
+whatever waited before it; info lines wait at most ``FLUSH_INTERVAL`` (``flush_regularly``).
+
     http POST /api/todos/<todo_id> 201 2.1ms user=… session=… rid=…      (text)
     {"ts": "…", "level": "info", "logger": "nursery.access", "event": "http", "method": "POST",
      "route": "/api/todos/<todo_id>", "status": 201, "ms": 2.1, "user": "…", "rid": "…", …}
@@ -21,7 +25,11 @@ import sys
 import time
 from typing import Any
 
+import trio
+
 ACCESS = "nursery.access"
+FLUSH_INTERVAL = 0.25  # seconds an info line may wait to be written
+BATCH_LINES = 256  # lines written at once at the most
 FORMATS = ("text", "json")
 MAX_REQUEST_ID = 128
 TEXT_FIELDS = ("user", "session", "in", "out", "reason")  # the rest is in the message
@@ -51,6 +59,13 @@ class _Context(logging.Filter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(instance)s %(name)s: %(message)s")
+        self._second = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if self._second[0] != second:  # strftime once a second, not once a line
+            self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)))
+        return f"{self._second[1]},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -81,9 +96,50 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str, separators=(",", ":"))
 
 
+class _Batched(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes lines in batches (see the module)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._lines) >= BATCH_LINES or record.levelno >= logging.WARNING:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._lines:
+                lines, self._lines = self._lines, []
+                self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+
+
+def flush() -> None:
+    """Write the lines waiting (every handler's)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+async def flush_regularly(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Every ``FLUSH_INTERVAL``, write what waits; until cancelled (then once more)."""
+    task_status.started()
+    try:
+        while True:
+            await trio.sleep(FLUSH_INTERVAL)
+            flush()
+    finally:
+        flush()
+
+
 def configure(level: str, form: str, instance: str) -> None:
     """Send every log line to stderr in ``form`` ("text" or "json"), tagged with ``instance``."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Batched()
     handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter())
     handler.addFilter(_Context(instance))
     root = logging.getLogger()

@@ -55,18 +55,28 @@ class Metrics:
         )
         self._live = _LiveCollector()
         r.register(self._live)
+        # Labelled children looked up once: ``labels()`` takes a lock and builds a key each
+        # time, on every request and every frame.
+        self._children: dict[tuple[str, ...], Any] = {}
 
     # -- events ---------------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (str(id(metric)), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def http(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._http_requests.labels(route, method, str(status)).inc()
-        self._http_latency.labels(route, method).observe(seconds)
+        self._child(self._http_requests, route, method, str(status)).inc()
+        self._child(self._http_latency, route, method).observe(seconds)
 
     def store_operation(self, name: str, ok: bool, seconds: float) -> None:
         self._store_latency.labels(name, "ok" if ok else "error").observe(seconds)
 
     def ws_sent(self, frame_type: str) -> None:
-        self._ws_sent.labels(frame_type).inc()
+        self._child(self._ws_sent, frame_type).inc()
 
     def ws_closed(self, code: int, reason: str) -> None:
         self._ws_closed.labels(str(code)).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -90,6 +91,24 @@ class Change:
         if self.todo is not None:
             return {"rev": self.rev, "op": self.op, "todo": self.todo.to_json()}
         return {"rev": self.rev, "op": self.op, "id": self.id}
+
+
+_rendered: tuple[Change | None, str, str] = (None, "", "")
+
+
+def rendered(change: Change) -> tuple[str, str]:
+    """``change`` as JSON text, and its todo's (``""`` for a delete), made once per change: the
+    writer's answer, the broker's message and every device's frame are cut from them."""
+    global _rendered
+    if _rendered[0] is not change:
+        if change.todo is None:
+            todo = ""
+            text = json.dumps(change.to_json(), separators=(",", ":"), ensure_ascii=False)
+        else:
+            todo = json.dumps(change.todo.to_json(), separators=(",", ":"), ensure_ascii=False)
+            text = f'{{"rev":{change.rev},"op":"{change.op}","todo":{todo}}}'
+        _rendered = (change, text, todo)
+    return _rendered[1], _rendered[2]
 
 
 @dataclass(frozen=True, slots=True)

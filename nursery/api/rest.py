@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nursery.api.errors import json_response
+from nursery.api.errors import JSON, json_response
 from nursery.api.security import client_address
 from nursery.edge.http import Request, Response
 from nursery.edge.router import Router
 from nursery.errors import InvalidInput
+from nursery.models import Change, rendered
 from nursery.service import inputs
 from nursery.service.accounts import Accounts, Login, Principal
 from nursery.service.activity import MAX_ACTIVITY, MAX_DAYS, Activity
@@ -63,6 +64,13 @@ def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _todo_response(change: Change, status: int) -> Response:
+    """``{"todo": ...}`` from the JSON rendered once for the broker too (``models.rendered``)."""
+    todo = rendered(change)[1]
+    assert todo, "an upsert"
+    return Response(status, f'{{"todo":{todo}}}'.encode(), [("content-type", JSON)])
 
 
 def _login_body(login: Login) -> dict[str, Any]:
@@ -161,8 +169,7 @@ def rest_router(
         who = await caller(request)
         form = inputs.parse_json(inputs.NewTodo, request.body)
         result = await todos.create(who, form, _idempotency_key(request))
-        assert result.change.todo is not None
-        return json_response({"todo": result.change.todo.to_json()}, 201)
+        return _todo_response(result.change, 201)
 
     @api.get("/api/todos/<todo_id>")
     async def get_todo(request: Request, todo_id: str) -> Response:
@@ -174,8 +181,7 @@ def rest_router(
         who = await caller(request)
         form = inputs.parse_json(inputs.TodoChanges, request.body)
         result = await todos.update(who, todo_id, form, _idempotency_key(request))
-        assert result.change.todo is not None
-        return json_response({"todo": result.change.todo.to_json()})
+        return _todo_response(result.change, 200)
 
     @api.delete("/api/todos/<todo_id>")
     async def delete_todo(request: Request, todo_id: str) -> Response:

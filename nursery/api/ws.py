@@ -5,8 +5,8 @@ live changes come from one feed (``service.feed``), as frames; ``ping`` is answe
 ``pong``. Everything else a socket obeys (authentication, expiry, keep-alive, limits, closing)
 is the session's (``service.session``).
 
-A change's frame is the same for every device of its user: it is encoded once, for the first
-of them, and reused for the others.
+A live change arrives from the broker already rendered as JSON (``events.TodoChanged``): its
+frame is that text with the frame's type put in front, no JSON work per device.
 """
 
 from __future__ import annotations
@@ -25,22 +25,12 @@ from nursery.protocol.close_codes import (
     UNAUTHENTICATED,
     ProtocolError,
 )
+from nursery.pubsub import events
 from nursery.pubsub.hub import Hub, Item
 from nursery.service.accounts import Accounts, Principal
 from nursery.service.feed import Feed, FeedEvent, Head, Online, ReadChanges, Reset, SessionEvent
 from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
-
-_last_change: tuple[Change | None, str] = (None, "")
-
-
-def _change_frame(change: Change) -> str:
-    """The frame of ``change``, encoded once for all the devices it is delivered to."""
-    global _last_change
-    if _last_change[0] is not change:
-        _last_change = (change, sync.change(change.to_json()))
-    return _last_change[1]
-
 
 class SyncSocket:
     """One /ws session's protocol: a ``service.session.Vocabulary``."""
@@ -98,10 +88,11 @@ class SyncSocket:
 
     def _frame(self, event: FeedEvent) -> tuple[str, str]:
         match event:
-            case Change(todo=todo):
-                if todo is not None:
-                    self._observer.sync_lag(time.time() - todo.updated_at.timestamp())
-                return _change_frame(event), "change"
+            case events.TodoChanged(change_json=text, published_at=published_at):
+                self._observer.sync_lag(time.time() - published_at)
+                return sync.change_from_text(text), "change"
+            case Change():  # from the store: a backlog or a gap
+                return sync.change(event.to_json()), "change"
             case Head(rev=rev):
                 return sync.welcome(self._session.session_id, self._instance, rev), "welcome"
             case Reset(rev=rev):
@@ -110,6 +101,7 @@ class SyncSocket:
                 return sync.session_event(op, session), "session"
             case Online(sessions=sessions):
                 return sync.presence(list(sessions)), "presence"
+        raise TypeError(f"not a feed event: {event!r}")
 
     def _overflow(self) -> None:
         self._session.close(TOO_SLOW, "too slow: events were queuing up")

@@ -102,6 +102,11 @@ def change(change_json: dict[str, Any]) -> str:
     return dump({"type": "change", **change_json})
 
 
+def change_from_text(change_text: str) -> str:
+    """``change`` from that object already as JSON text (no parsing: one concatenation)."""
+    return '{"type":"change",' + change_text[1:]
+
+
 def reset(rev: int) -> str:
     return dump({"type": "reset", "rev": rev})
 

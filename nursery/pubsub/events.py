@@ -1,21 +1,41 @@
-"""What travels on the broker: small events, encoded as JSON bytes. No I/O.
+"""What travels on the broker: small events, encoded as bytes. No I/O.
 
-Publishers are the services; the hub decodes and routes by ``user_id``.
+Publishers are the services; the hub decodes and routes by ``user_id``. A todo change is by
+far the most frequent event: it travels as ``T <user> <rev> <time> <change as JSON>``, the
+JSON rendered once by the writer (``models.rendered``) and sent on to every device as is, so
+no instance parses or renders it again. The rarer events are JSON objects with a kind ``k``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nursery.models import Change, Session, change_from_json
+from nursery.models import Change, Session, change_from_json, rendered
+
+_TODO = b"T "
 
 
 @dataclass(frozen=True, slots=True)
 class TodoChanged:
+    """A todo of ``user_id`` changed at revision ``rev``: ``change_json`` is the change as JSON
+    text (``Change.to_json``); ``published_at``: unix time, for the sync lag metric."""
+
     user_id: str
-    change: Change
+    rev: int
+    change_json: str
+    published_at: float = 0.0
+
+    @classmethod
+    def of(cls, user_id: str, change: Change) -> TodoChanged:
+        return cls(user_id, change.rev, rendered(change)[0], time.time())
+
+    @property
+    def change(self) -> Change:
+        """The change as a model (parsed each time: only GraphQL's readers need it)."""
+        return change_from_json(json.loads(self.change_json))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +62,10 @@ def session_changed(op: Literal["created", "revoked"], session: Session) -> Sess
 
 def encode(event: Event) -> bytes:
     match event:
-        case TodoChanged(user_id, change):
-            body: dict[str, Any] = {"k": "todo", "u": user_id, "c": change.to_json()}
+        case TodoChanged(user_id, rev, change_json, published_at):
+            return f"T {user_id} {rev} {published_at!r} {change_json}".encode()
         case SessionChanged(user_id, op, session, _):
-            body = {"k": "session", "u": user_id, "op": op, "s": session}
+            body: dict[str, Any] = {"k": "session", "u": user_id, "op": op, "s": session}
         case PresenceChanged(user_id):
             body = {"k": "presence", "u": user_id}
     return json.dumps(body, separators=(",", ":")).encode()
@@ -53,10 +73,11 @@ def encode(event: Event) -> bytes:
 
 def decode(payload: bytes) -> Event:
     """Raises ``ValueError`` (or ``KeyError``) on a payload this version does not know."""
+    if payload.startswith(_TODO):
+        _, user_id, rev, published_at, change_json = payload.split(b" ", 4)
+        return TodoChanged(user_id.decode(), int(rev), change_json.decode(), float(published_at))
     body = json.loads(payload)
     match body.get("k"):
-        case "todo":
-            return TodoChanged(body["u"], change_from_json(body["c"]))
         case "session":
             return SessionChanged(body["u"], body["op"], body["s"], body["s"]["id"])
         case "presence":

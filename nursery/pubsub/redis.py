@@ -1,7 +1,8 @@
 """The Redis broker and presence, on ``resp`` (a small Redis client on Trio: no asyncio).
 
-Every command runs under a Trio deadline of ``timeout`` seconds; what a lost or unreachable
-Redis raises comes out as ``BrokerUnavailable`` (``_unavailable``, the one place).
+Every command is bounded by ``timeout`` seconds (``resp``'s deadline); what a lost,
+unreachable or silent Redis raises comes out as ``BrokerUnavailable``
+(``unavailable_as_broker_error``, the one place).
 
 Resource handling: ``RedisBroker`` owns a command client (PUBLISH, pipelined) and, while
 ``subscribe`` runs, the subscriber's connection; ``RedisPresence`` owns a command client. Both
@@ -63,11 +64,11 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def unavailable_as_broker_error(timeout: float, what: str, call: Awaitable[T]) -> T:
-    """``call`` within ``timeout``; a lost or unreachable Redis becomes ``BrokerUnavailable``."""
+async def unavailable_as_broker_error(what: str, call: Awaitable[T]) -> T:
+    """``call`` (bounded by the client's own timeout); a lost, unreachable or silent Redis
+    becomes ``BrokerUnavailable``."""
     try:
-        with trio.fail_after(timeout):
-            return await call
+        return await call
     except RECOVERABLE as exc:
         raise BrokerUnavailable(f"redis {what} failed: {_reason(exc)}") from exc
 
@@ -101,17 +102,13 @@ class RedisBroker:
     async def publish(self, payload: bytes) -> None:
         """PUBLISH, within ``timeout``; ``BrokerUnavailable`` when Redis is unreachable.
         A publish cancelled halfway may or may not have been delivered."""
-        await unavailable_as_broker_error(
-            self.timeout, "PUBLISH", self._commands.call("PUBLISH", CHANNEL, payload)
-        )
+        await unavailable_as_broker_error("PUBLISH", self._commands.call("PUBLISH", CHANNEL, payload))
 
     async def publish_many(self, payloads: Sequence[bytes]) -> None:
         """Every payload in one pipeline: one write, one round trip."""
         if payloads:
             commands = [("PUBLISH", CHANNEL, payload) for payload in payloads]
-            await unavailable_as_broker_error(
-                self.timeout, "PUBLISH", self._commands.pipeline(commands)
-            )
+            await unavailable_as_broker_error("PUBLISH", self._commands.pipeline(commands))
 
     async def subscribe(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -244,9 +241,7 @@ class RedisPresence:
         }
 
     async def _run(self, what: str, commands: list[resp.Command]) -> list[Any]:
-        replies = await unavailable_as_broker_error(
-            self.timeout, what, self._commands.pipeline(commands)
-        )
+        replies = await unavailable_as_broker_error(what, self._commands.pipeline(commands))
         refused = next((r for r in replies if isinstance(r, resp.ReplyError)), None)
         if refused is not None:
             raise BrokerUnavailable(f"redis {what} failed: {refused}")

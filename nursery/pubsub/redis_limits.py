@@ -70,7 +70,7 @@ class RedisRateLimiter:
 
     async def hit(self, key: str, rate: Rate) -> Verdict:
         allowed, retry_us = await unavailable_as_broker_error(
-            self.timeout, "rate limit", self._commands.script(
+            "rate limit", self._commands.script(
                 _GCRA, [KEY.format(key=key)], [round(rate.interval * 1e6), round(rate.per * 1e6)]
             ),
         )
@@ -86,7 +86,7 @@ class RedisRateLimiter:
                 count, rate = hits[key]
                 args += [count, round(rate.interval * 1e6), round(rate.per * 1e6)]
             waits = await unavailable_as_broker_error(
-                self.timeout, "rate limit charge",
+                "rate limit charge",
                 self._commands.script(_CHARGE, [KEY.format(key=key) for key in chunk], args),
             )
             over.update((key, int(wait_us) / 1e6) for key, wait_us in zip(chunk, waits, strict=True))

@@ -126,12 +126,19 @@ async def _hello(stream: trio.abc.Stream, address: Address) -> None:
             raise ConnectionLost(f"Redis refused the login: {reply}")
 
 
-class _Reply:
-    __slots__ = ("value", "done")
+class _Replies:
+    """The replies to one pipeline, filled in by the reader; ``done`` once all are there."""
 
-    def __init__(self) -> None:
-        self.value: Any = None
+    __slots__ = ("values", "done")
+
+    def __init__(self, count: int) -> None:
+        self.values: list[Any] = [None] * count
         self.done = trio.Event()
+
+    def fill(self, index: int, value: Any) -> None:
+        self.values[index] = value
+        if index == len(self.values) - 1:
+            self.done.set()
 
 
 class Connection:
@@ -140,7 +147,7 @@ class Connection:
     def __init__(self, stream: trio.abc.Stream, timeout: float) -> None:
         self._stream = stream
         self._timeout = timeout
-        self._waiting: deque[_Reply] = deque()
+        self._waiting: deque[tuple[_Replies, int]] = deque()  # the replies due, in order
         self._writing = trio.Lock()
         self.lost: ConnectionLost | None = None
         self.closed = trio.Event()
@@ -175,28 +182,31 @@ class Connection:
         if self.lost is not None:
             raise self.lost
         data = b"".join(hiredis.pack_command(tuple(c)) for c in commands)  # type: ignore[arg-type]
-        replies = [_Reply() for _ in commands]
+        replies = _Replies(len(commands))
+        deadline = trio.current_time() + self._timeout
         try:
-            with trio.fail_after(self._timeout):
-                async with self._writing:
-                    self._waiting.extend(replies)
-                    # A write cut short would leave half a command on the wire: shielded
-                    # (still bounded by the deadline above).
-                    with trio.CancelScope(shield=True):
-                        await self._stream.send_all(data)
-                for reply in replies:
-                    await reply.done.wait()
+            async with self._writing:
+                self._waiting.extend((replies, i) for i in range(len(commands)))
+                # A write cut short would leave half a command on the wire: the caller's
+                # cancellation does not stop it, only the deadline (which loses the connection).
+                with trio.CancelScope(deadline=deadline, shield=True) as writing:
+                    await self._stream.send_all(data)
+                if writing.cancelled_caught:
+                    raise trio.TooSlowError
+            with trio.CancelScope(deadline=deadline) as waiting:
+                await replies.done.wait()
+            if waiting.cancelled_caught:
+                raise trio.TooSlowError
         except trio.TooSlowError:
             self._fail(ConnectionLost(f"no reply from Redis within {self._timeout} s"))
             raise
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail(ConnectionLost(f"the connection to Redis broke: {exc}"))
             raise self.lost from exc  # type: ignore[misc]
-        values = [r.value for r in replies]
-        for value in values:
+        for value in replies.values:
             if isinstance(value, ConnectionLost):
                 raise value
-        return values
+        return replies.values
 
     async def _read_replies(self) -> None:
         reader = _reader()
@@ -209,9 +219,8 @@ class Connection:
                 while (value := reader.gets()) is not False:
                     if not self._waiting:
                         raise ConnectionLost("a reply nobody asked for")
-                    reply = self._waiting.popleft()
-                    reply.value = value
-                    reply.done.set()
+                    replies, index = self._waiting.popleft()
+                    replies.fill(index, value)
         except ConnectionLost as exc:
             self._fail(exc)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, hiredis.ProtocolError) as exc:
@@ -222,9 +231,8 @@ class Connection:
         if self.lost is None:
             self.lost = error
         while self._waiting:
-            reply = self._waiting.popleft()
-            reply.value = self.lost
-            reply.done.set()
+            replies, index = self._waiting.popleft()
+            replies.fill(index, self.lost)
         self.closed.set()
 
 

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 10_000
 DEFAULT_BATCH_SIZE = 500
-DEFAULT_LINGER = 0.05  # seconds
+DEFAULT_LINGER = 0.25  # seconds (a busy instance: a few batches a second, not one per request)
 RETRY_INITIAL = 0.2  # seconds
 RETRY_MAX = 10.0
 FINAL_FLUSH_TIMEOUT = 1.0

@@ -68,7 +68,9 @@ class Online:
     sessions: tuple[str, ...]
 
 
-FeedEvent = Head | Change | Reset | SessionEvent | Online
+# A change is a ``Change`` when read from the store, a ``TodoChanged`` (already rendered as
+# JSON) when it came live from the broker.
+FeedEvent = Head | Change | events.TodoChanged | Reset | SessionEvent | Online
 EmitNow = Callable[[FeedEvent], None]
 Emit = Callable[[FeedEvent], Awaitable[None]]
 
@@ -186,11 +188,11 @@ class Feed:
     def _decide(self, item: Item) -> FeedEvent | _Gap | None:
         """What one hub item means for this reader: an event to emit, a gap, or nothing."""
         match item:
-            case events.TodoChanged(change=change):
-                if change.rev == self._last + 1:
-                    self._last = change.rev
-                    return change
-                return GAP if change.rev > self._last else None
+            case events.TodoChanged(rev=rev):
+                if rev == self._last + 1:
+                    self._last = rev
+                    return item
+                return GAP if rev > self._last else None
             case Refill():
                 return GAP
             case events.SessionChanged(op=op, session=session):

@@ -45,7 +45,7 @@ class Todos:
                     kind, who.user_id, who.session_id, who.device, todo_id=result.change.id,
                     done=done if isinstance(done, bool) else None, details=details,
                 )
-            await self._notifier.publish(TodoChanged(who.user_id, result.change))
+            await self._notifier.publish(TodoChanged.of(who.user_id, result.change))
         return result
 
     async def create(

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from nursery.config import Settings
 import yaml
 
 from nursery.cluster import ClusterConfig
@@ -62,7 +64,9 @@ def test_caddyfile_is_valid_as_the_cluster_and_compose_use_it() -> None:
     active = proxy["health_checks"]["active"]
     assert active["uri"] == "/readyz" and active["interval"] == 500_000_000
     assert proxy["health_checks"]["passive"]["max_fails"] >= 1
-    assert proxy["transport"]["keep_alive"]["enabled"] is False
+    keep_alive = proxy["transport"]["keep_alive"]  # shorter than the instances' idle timeout
+    assert keep_alive.get("enabled", True) and keep_alive["idle_timeout"] == 30_000_000_000
+    assert Settings().http_idle_timeout > 30
 
 
 def test_newer_caddy_options_come_through_the_environment() -> None:

@@ -138,7 +138,7 @@ def message(event: events.Event) -> Message:
 
 
 def change_message(change: Change) -> Message:
-    return message(events.TodoChanged(USER, change))
+    return message(events.TodoChanged.of(USER, change))
 
 
 def revoked_message(session_id: str = SESSION) -> Message:

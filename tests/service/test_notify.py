@@ -34,7 +34,7 @@ class SlowBroker:
 
 
 def event(rev: int) -> TodoChanged:
-    return TodoChanged("user-1", Change(rev=rev, op="delete", id=f"todo-{rev}"))
+    return TodoChanged.of("user-1", Change(rev=rev, op="delete", id=f"todo-{rev}"))
 
 
 def revs(batches: list[list[bytes]]) -> list[int]:

@@ -97,5 +97,5 @@ async def test_every_redis_failure_is_broker_unavailable(error: BaseException) -
         raise error
 
     with pytest.raises(BrokerUnavailable) as raised:
-        await unavailable_as_broker_error(1.0, "test", failing())
+        await unavailable_as_broker_error("test", failing())
     assert raised.value.__cause__ is error

@@ -14,6 +14,7 @@ from typing import Any
 from ariadne import SubscriptionType
 
 from nursery.models import Change
+from nursery.pubsub.events import TodoChanged
 from nursery.service.feed import FeedEvent, Head, Online, Reset, SessionEvent
 
 from . import arguments
@@ -24,7 +25,7 @@ subscription = SubscriptionType()
 
 
 def _todo_event(event: FeedEvent) -> bool:
-    return isinstance(event, Head | Change | Reset)
+    return isinstance(event, Head | Change | TodoChanged | Reset)
 
 
 def _session_event(event: FeedEvent) -> bool:
@@ -55,6 +56,8 @@ def resolve_todo_changed(event: FeedEvent, _: Info, **__: Any) -> dict[str, Any]
             return {"kind": "RESET", "rev": rev, "change": None}
         case Change():
             return {"kind": "CHANGE", "rev": event.rev, "change": event}
+        case TodoChanged():
+            return {"kind": "CHANGE", "rev": event.rev, "change": event.change}
     raise TypeError(f"not a todo event: {event!r}")  # pragma: no cover - filtered by source
 
 

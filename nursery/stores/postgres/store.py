@@ -84,12 +84,13 @@ class PostgresStore:
         started = time.perf_counter()
         ok = False
         try:
-            with trio.fail_after(self._timeout):
+            # A plain scope, not fail_after (a generator: measurably slower, on every operation).
+            with trio.CancelScope(deadline=trio.current_time() + self._timeout) as timer:
                 result: T = await self._aio.run(self._on_connection, op, *args)
+            if timer.cancelled_caught:
+                raise StoreUnavailable("the database did not answer in time")
             ok = True
             return result
-        except trio.TooSlowError as exc:
-            raise StoreUnavailable("the database did not answer in time") from exc
         except DRIVER_ERRORS as exc:
             raise translate(exc) from exc
         finally:
