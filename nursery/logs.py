@@ -106,7 +106,7 @@ class _Batched(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._lines.append(self.format(record))
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
             return
         if len(self._lines) >= BATCH_LINES or record.levelno >= logging.WARNING:

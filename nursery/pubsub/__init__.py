@@ -26,6 +26,7 @@ from nursery.pubsub.ratelimit import RateLimiter as RateLimiter
 from nursery.pubsub.ratelimit import SharedRateLimiter as SharedRateLimiter
 from nursery.pubsub.ratelimit import Verdict as Verdict
 
+
 @asynccontextmanager
 async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presence]]:
     """Yield ``(broker, presence)`` for ``settings`` and close both on exit.

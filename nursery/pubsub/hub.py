@@ -22,9 +22,9 @@ from typing import Protocol
 import trio
 
 from nursery.errors import BrokerUnavailable, Unavailable
+from nursery.protocol.close_codes import UNAUTHENTICATED
 from nursery.pubsub import events
 from nursery.pubsub.broker import Broker, Delivery, Message, Presence, Resubscribed
-from nursery.protocol.close_codes import UNAUTHENTICATED
 
 log = logging.getLogger(__name__)
 

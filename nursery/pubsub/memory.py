@@ -33,7 +33,7 @@ class _Subscriber:
             return
         try:
             self.deliver(delivery)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept, and re-raised in the subscriber's task
             self.error = exc
             self.failed.set()
 

@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import trio
@@ -29,8 +29,6 @@ from nursery.pubsub import resp
 from nursery.pubsub.broker import CHANNEL, Deliver, Message, Resubscribed
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # What a lost or unreachable server looks like from here. Anything else is a bug: re-raised.
 RECOVERABLE: tuple[type[BaseException], ...] = (resp.RedisError, OSError, trio.TooSlowError)
@@ -64,7 +62,7 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def unavailable_as_broker_error(what: str, call: Awaitable[T]) -> T:
+async def unavailable_as_broker_error[T](what: str, call: Awaitable[T]) -> T:
     """``call`` (bounded by the client's own timeout); a lost, unreachable or silent Redis
     becomes ``BrokerUnavailable``."""
     try:

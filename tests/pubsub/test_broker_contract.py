@@ -8,8 +8,7 @@ Each backend is exercised as a deployment of several instances: with memory they
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import AsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -29,7 +28,7 @@ from nursery.pubsub import (
 
 TIMEOUT = 2.0  # the broker timeout in these tests
 Instance = tuple[Broker, Presence]
-OpenInstances = Callable[[int], AsyncContextManager[list[Instance]]]
+OpenInstances = Callable[[int], AbstractAsyncContextManager[list[Instance]]]
 
 
 @asynccontextmanager

@@ -4,8 +4,7 @@ counters across instances, keys independent, and refusal carrying a usable Retry
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import AsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -15,7 +14,7 @@ from nursery.errors import BrokerUnavailable
 from nursery.pubsub import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
 from nursery.pubsub.ratelimit import gcra
 
-OpenLimiters = Callable[[int], AsyncContextManager[list[SharedRateLimiter]]]
+OpenLimiters = Callable[[int], AbstractAsyncContextManager[list[SharedRateLimiter]]]
 
 
 @asynccontextmanager

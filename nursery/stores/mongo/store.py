@@ -16,7 +16,6 @@ UUIDs name nothing (``NotFound`` or ``None``, as on PostgreSQL).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
