@@ -123,6 +123,7 @@ async def open_services(
             hub=Hub(
                 broker, presence, presence_ttl=settings.presence_ttl, revocations=sessions,
                 setup_concurrency=settings.ws_setup_concurrency,
+                follow_timeout=settings.broker_timeout,
             ),
             notifier=notifier,
             accounts=Accounts(

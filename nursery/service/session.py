@@ -279,8 +279,8 @@ class Session:
         who = await self._open(vocabulary)
         slot = await self._hub.admit()
         try:
-            self._hub.attach(self)
             try:
+                await self._hub.join(self)  # before the protocol reads the store
                 await self._hub.announce(who.user_id, who.session_id, connected=True)
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery

@@ -134,7 +134,7 @@ class Accounts:
 
 
 def message(event: events.Event) -> Message:
-    return Message(events.encode(event))
+    return Message(events.topic(event), events.encode(event))
 
 
 def change_message(change: Change) -> Message:
