@@ -53,7 +53,9 @@ Deliver = Callable[[Delivery], None]
 
 
 class Broker(Protocol):
-    connected: bool  # whether the subscription is live right now (messages are arriving)
+    @property
+    def connected(self) -> bool:
+        """Whether the subscription is live right now (messages are arriving)."""
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Send each ``(topic, payload)`` to the instances that follow the topic, this one

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -26,19 +25,12 @@ import trio
 
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import resp
-from nursery.pubsub.broker import EVERYONE, Deliver, Followed, Message, Resubscribed
+from nursery.pubsub.broker import EVERYONE, Deliver
+from nursery.pubsub.subscription import RECOVERABLE, ChannelSubscription, reason
 
 log = logging.getLogger(__name__)
 
-# What a lost or unreachable server looks like from here. Anything else is a bug: re-raised.
-RECOVERABLE: tuple[type[BaseException], ...] = (resp.RedisError, OSError, trio.TooSlowError)
-
 PRESENCE_KEY = "nursery:presence:{{{user_id}}}"  # braces: the user's slot in a cluster
-SUBSCRIBE_BATCH = 1000  # channels per SUBSCRIBE or UNSUBSCRIBE
-
-
-class _Silent(Exception):
-    """The subscriber connection stopped answering PING (half-open TCP, paused server)."""
 
 
 def describe(url: str) -> str:
@@ -47,29 +39,13 @@ def describe(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
 
-def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Iterator[float]:
-    """Exponential backoff with jitter: ``first`` doubling up to ``cap``, each delay drawn
-    from its upper half so that instances that lost Redis together do not return together."""
-    delay = first
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(cap, delay * 2)
-
-
-def _reason(exc: BaseException) -> str:
-    """A short, credential-free account of a failure, for logs and error messages."""
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"
-
-
 async def unavailable_as_broker_error[T](what: str, call: Awaitable[T]) -> T:
     """``call`` (bounded by the client's own timeout); a lost, unreachable or silent Redis
     becomes ``BrokerUnavailable``."""
     try:
         return await call
     except RECOVERABLE as exc:
-        raise BrokerUnavailable(f"redis {what} failed: {_reason(exc)}") from exc
+        raise BrokerUnavailable(f"redis {what} failed: {reason(exc)}") from exc
 
 
 def channel(topic: str) -> bytes:
@@ -83,42 +59,36 @@ def topic_of(name: bytes) -> str:
 
 
 class RedisBroker:
-    """PUBLISH / SUBSCRIBE, a channel per followed topic (``channel``).
+    """PUBLISH / SUBSCRIBE, a channel per followed topic (``channel``), on one Redis.
 
-    The subscription's task keeps the subscribed channels equal to the followed topics: what
-    ``follow`` and ``unfollow`` change is sent in batches (``SUBSCRIBE_BATCH`` channels a
-    command), so a storm of new sockets is a few round trips, not one each.
-
-    ``timeout`` bounds every network wait; ``ping_interval`` is how long the subscriber's
-    connection may be quiet before it sends a PING: one unanswered for ``timeout`` seconds
-    means a dead connection (noticed within ``ping_interval + timeout``).
-    ``reconnects`` counts lost subscriber connections; ``connected`` is whether the
-    subscription is live right now (for readiness and metrics).
+    One ``ChannelSubscription`` keeps the subscribed channels equal to the followed topics
+    (in batches: a storm of new sockets is a few round trips, not one each). ``timeout``
+    bounds every network wait; ``ping_interval``: see ``ChannelSubscription``.
     """
 
     def __init__(self, url: str, timeout: float, commands: resp.Client, *,
                  ping_interval: float = 1.0) -> None:
-        self._url = url
         self.url = describe(url)
         self.timeout = timeout
-        self.ping_interval = ping_interval
-        self.reconnects = 0
-        self.connected = False
         self._commands = commands
-        self._wanted: set[bytes] = {channel(EVERYONE)}  # what the hub follows
-        self._asked: set[bytes] = set()  # what this connection asked to be subscribed to
-        # A channel is heard once Redis confirmed our last request about it: subscribe and
-        # unsubscribe requests may cross their confirmations, so each channel counts the
-        # requests still unanswered, and only the answer to the last one counts.
-        self._unanswered: dict[bytes, int] = {}
-        self._heard: set[bytes] = set()
-        self._listening: trio.CancelScope | None = None  # cancelled to apply changes at once
+        self._subscription = ChannelSubscription(
+            url, self.url, timeout=timeout, ping_interval=ping_interval, topic_of=topic_of)
+        self._subscription.want(channel(EVERYONE))
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, timeout: float) -> AsyncIterator[RedisBroker]:
+    async def open(cls, url: str, timeout: float, *, ping_interval: float = 1.0
+                   ) -> AsyncIterator[RedisBroker]:
         async with resp.Client.open(url, timeout=timeout) as commands:
-            yield cls(url, timeout, commands)
+            yield cls(url, timeout, commands, ping_interval=ping_interval)
+
+    @property
+    def connected(self) -> bool:
+        return self._subscription.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self._subscription.reconnects
 
     async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         """Every message in one pipeline: one write, one round trip."""
@@ -127,146 +97,22 @@ class RedisBroker:
             await unavailable_as_broker_error("PUBLISH", self._commands.pipeline(commands))
 
     def follow(self, topic: str) -> None:
-        self._wanted.add(channel(topic))
-        self._apply_soon()
+        self._subscription.want(channel(topic))
 
     def unfollow(self, topic: str) -> None:
         if topic != EVERYONE:
-            self._wanted.discard(channel(topic))
-            self._apply_soon()
+            self._subscription.drop(channel(topic))
 
     def following(self, topic: str) -> bool:
-        return self.connected and channel(topic) in self._heard
-
-    def _apply_soon(self) -> None:
-        if self._listening is not None:
-            self._listening.cancel()
+        return self._subscription.heard(channel(topic))
 
     async def subscribe(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Run the subscription until cancelled; the caller's nursery owns this task.
-
-        ``task_status.started()`` once every followed channel is confirmed; if that does not
-        happen within ``timeout`` (retrying with backoff), raises ``BrokerUnavailable`` so
-        that startup fails loudly. Afterwards a lost connection is logged, counted in
-        ``reconnects`` and retried forever with jittered backoff (0.05 s doubling to 2 s);
-        once every followed channel is confirmed again, ``deliver(Resubscribed())`` precedes
-        any new message. New follows are confirmed with ``Followed``.
-
-        ``deliver`` runs in this task; an exception from it ends the subscription (re-raised).
-        On cancellation the subscription's connection is closed.
-        """
-        started = False
-        deadline = trio.current_time() + self.timeout
-        delays = backoff_delays()
-        lost_at: float | None = None
-        attempts = 0
-        while True:
-            try:
-                async with resp.Subscriber.open(self._url, [], timeout=self.timeout) as subscriber:
-                    self._asked, self._heard, self._unanswered = set(), set(), {}
-                    await self._resubscribe(subscriber, deliver)
-                    self.connected = True
-                    if not started:
-                        started = True
-                        log.info("subscribed on %s", self.url)
-                        task_status.started()
-                    else:
-                        assert lost_at is not None
-                        log.warning(
-                            "resubscribed on %s after %.2f s (%d attempts); messages in "
-                            "between may be lost", self.url, trio.current_time() - lost_at, attempts,
-                        )
-                        deliver(Resubscribed())
-                    delays, lost_at, attempts = backoff_delays(), None, 0
-                    await self._listen(subscriber, deliver)
-            except RECOVERABLE + (_Silent,) as exc:
-                self.connected = False
-                attempts += 1
-                if not started:
-                    if trio.current_time() >= deadline:
-                        raise BrokerUnavailable(
-                            f"cannot subscribe on {self.url}: {_reason(exc)}"
-                        ) from exc
-                elif lost_at is None:
-                    lost_at = trio.current_time()
-                    self.reconnects += 1
-                    log.warning(
-                        "lost the subscription on %s: %s; reconnecting", self.url, _reason(exc)
-                    )
-                else:
-                    log.info("still cannot resubscribe on %s: %s", self.url, _reason(exc))
-            finally:
-                self.connected = False
-                self._listening = None
-            await trio.sleep(next(delays))
-
-    async def _resubscribe(self, subscriber: resp.Subscriber, deliver: Deliver) -> None:
-        """Subscribe a new connection to everything followed; return once Redis confirmed
-        it all (messages arriving meanwhile are delivered)."""
-        with trio.fail_after(self.timeout):
-            while True:
-                await self._apply(subscriber)
-                if not self._unanswered:
-                    return
-                for name, payload in await subscriber.messages():
-                    deliver(Message(topic_of(name), payload))
-                self._confirmed(subscriber)
-
-    async def _apply(self, subscriber: resp.Subscriber) -> None:
-        """Bring the connection's subscriptions to what is followed, in batches."""
-        add, drop = sorted(self._wanted - self._asked), sorted(self._asked - self._wanted)
-        for names, request in ((add, subscriber.subscribe), (drop, subscriber.unsubscribe)):
-            for start in range(0, len(names), SUBSCRIBE_BATCH):
-                batch = names[start:start + SUBSCRIBE_BATCH]
-                for name in batch:
-                    self._unanswered[name] = self._unanswered.get(name, 0) + 1
-                    self._heard.discard(name)  # until Redis answers this request
-                await request(batch)
-        self._asked = set(self._wanted)
-
-    def _confirmed(self, subscriber: resp.Subscriber) -> set[bytes]:
-        """Account Redis's answers; the channels that became heard."""
-        newly = set()
-        for name, subscribed in subscriber.confirmations():
-            left = self._unanswered.get(name, 0) - 1
-            if left > 0:
-                self._unanswered[name] = left
-                continue
-            self._unanswered.pop(name, None)
-            if subscribed and name in self._asked:
-                self._heard.add(name)
-                newly.add(name)
-        return newly
-
-    async def _listen(self, subscriber: resp.Subscriber, deliver: Deliver) -> NoReturn:
-        """Hand messages to ``deliver`` until the connection fails or falls silent; apply
-        follows and unfollows as they come; confirm new channels with ``Followed``."""
-        pinged_at: float | None = None
-        while True:
-            if self._wanted != self._asked:
-                await self._apply(subscriber)
-            due = pinged_at + self.timeout if pinged_at is not None else \
-                trio.current_time() + self.ping_interval
-            messages: list[tuple[bytes, bytes]] | None = None
-            with trio.CancelScope(deadline=due) as self._listening:
-                messages = await subscriber.messages()
-            self._listening = None
-            if messages is not None:
-                pinged_at = None  # anything heard proves the connection alive
-                for name, payload in messages:
-                    deliver(Message(topic_of(name), payload))
-                newly = self._confirmed(subscriber)
-                if newly:
-                    deliver(Followed(frozenset(topic_of(name) for name in newly)))
-            elif self._wanted != self._asked:
-                continue  # woken to apply a follow
-            elif pinged_at is None:  # quiet: ping (traffic already proves a connection alive)
-                await subscriber.ping()
-                pinged_at = trio.current_time()
-            else:
-                raise _Silent(f"no answer to PING for {self.timeout:.1f} s")
+        """Run the subscription until cancelled (``ChannelSubscription.run``): started once
+        every followed channel is confirmed, ``BrokerUnavailable`` if that fails for
+        ``timeout``; after a lost connection, ``Resubscribed(<every followed topic>)``."""
+        await self._subscription.run(deliver, task_status=task_status)
 
 
 class RedisPresence:

@@ -341,6 +341,12 @@ class Subscriber:
     async def unsubscribe(self, channels: Sequence[bytes]) -> None:
         await self._send(pack(self._unsubscribe, *channels))
 
+    async def request(self, batches: Sequence[Sequence[bytes]], *, subscribe: bool) -> None:
+        """Subscribe (or unsubscribe) each batch of channels with one command, all the
+        commands in one write; ``confirmations`` tells Redis's answers."""
+        command = self._subscribe if subscribe else self._unsubscribe
+        await self._send(b"".join(pack(command, *batch) for batch in batches))
+
     async def ping(self) -> None:
         """Its answer comes among the messages (and proves the connection alive)."""
         await self._send(pack("PING"))

@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 
 @asynccontextmanager
 async def redis_broker(url: str) -> AsyncIterator[RedisBroker]:
-    async with RedisBroker.open(url, TIMEOUT) as broker:
-        broker.ping_interval = PING_INTERVAL
+    async with RedisBroker.open(url, TIMEOUT, ping_interval=PING_INTERVAL) as broker:
         yield broker
+
+
+def resubscribed_topics(delivery: Delivery) -> frozenset[str]:
+    """The topics a ``Resubscribed`` says may have missed messages (every followed one)."""
+    assert isinstance(delivery, Resubscribed) and delivery.topics is not None, delivery
+    return delivery.topics
 
 
 async def subscribe(
@@ -117,7 +122,7 @@ async def test_subscriber_resubscribes_after_a_restart_and_messages_flow_again(
 
             await start(own_redis)
             back = time.perf_counter()
-            assert await inbox.receive() == Resubscribed()
+            assert "ada" in resubscribed_topics(await inbox.receive())
             took = time.perf_counter() - back
             print(f"\nresubscribed {took * 1000:.0f} ms after redis answered again")
             assert took < BACKOFF_CAP + TIMEOUT
@@ -141,7 +146,7 @@ async def test_a_silent_connection_is_noticed_and_replaced(own_redis: RedisServe
             noticed = time.perf_counter() - paused
             print(f"\nsilent connection noticed after {noticed * 1000:.0f} ms")
             assert noticed < PING_INTERVAL + TIMEOUT + 0.5
-            assert await inbox.receive() == Resubscribed()
+            assert "ada" in resubscribed_topics(await inbox.receive())
             assert time.perf_counter() - paused < pause_for + BACKOFF_CAP + TIMEOUT
             await broker.publish_many([("ada", b"after")])
             assert await inbox.receive() == Message("ada", b"after")
