@@ -202,6 +202,7 @@ class RedisCluster:
             self.nodes.append(RedisServer(node_dir, port=ports[2 * i], options=redis_cluster.node_args(
                 bus_port=ports[2 * i + 1], directory=node_dir)))
         self._created = False
+        self._ids: dict[int, str] = {}  # node index → cluster id, asked once
 
     @property
     def urls(self) -> list[str]:
@@ -275,6 +276,92 @@ class RedisCluster:
             if reply != b"+OK":
                 raise ServerFailed(f"SCRIPT FLUSH on port {node.port} answered {reply!r}")
 
+    def node_id(self, index: int) -> str:
+        """A node's cluster id (kept in its nodes.conf: the same after a restart)."""
+        if index not in self._ids:
+            self._ids[index] = self.nodes[index].text("CLUSTER", "MYID")
+        return self._ids[index]
+
+    def owner(self, slot: int) -> int | None:
+        """The index of the node serving ``slot`` if every running node says so, else None."""
+        ids = [self.node_id(i) for i in range(len(self.nodes))]
+        seen = {_slot_owner(node.text("CLUSTER", "NODES"), slot)
+                for node in self.nodes if node.running}
+        if len(seen) != 1:
+            return None
+        (owner,) = seen
+        return ids.index(owner) if owner in ids else None
+
+    def take_over_slot(self, slot: int, target: int, timeout: float = 10.0) -> None:
+        """``slot``, served by a stopped node, given to node ``target`` as a failover would
+        (with a newer config epoch, so the old owner gives it up when it is back); returns
+        once every running node says so."""
+        source = self.owner(slot)
+        assert source is not None and not self.nodes[source].running, (slot, source)
+        self._ok(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", self.node_id(source))
+        for index, node in enumerate(self.nodes):
+            if node.running:  # the target first: it takes a new epoch as it ends importing
+                self._ok(index, "CLUSTER", "SETSLOT", str(slot), "NODE", self.node_id(target))
+        self._wait_owner(slot, target, timeout)
+
+    def begin_slot_migration(self, slot: int, target: int) -> None:
+        """``slot`` IMPORTING on node ``target``, MIGRATING on its owner (the first step of
+        ``redis-cli --cluster reshard``): its owner answers ``-ASK`` for keys it lacks."""
+        source = self.owner(slot)
+        assert source is not None and source != target, (slot, source, target)
+        self._ok(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", self.node_id(source))
+        self._ok(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", self.node_id(target))
+
+    def move_keys(self, slot: int, target: int, keys: Sequence[str]) -> None:
+        """MIGRATE ``keys`` (all of ``slot``) from the slot's owner to node ``target``."""
+        source = self.owner(slot)
+        assert source is not None
+        port = str(self.nodes[target].port)
+        for key in keys:
+            reply = self.nodes[source].command("MIGRATE", "127.0.0.1", port, key, "0", "5000")
+            if reply not in (b"+OK", b"+NOKEY"):
+                raise ServerFailed(f"MIGRATE {key} answered {reply!r}")
+
+    def end_slot_migration(self, slot: int, target: int, timeout: float = 10.0) -> None:
+        """``slot`` assigned to node ``target`` (told to it first, then to the others, as
+        Redis documents); returns once every node says so."""
+        order = [target] + [i for i in range(len(self.nodes)) if i != target]
+        for index in order:
+            self._ok(index, "CLUSTER", "SETSLOT", str(slot), "NODE", self.node_id(target))
+        self._wait_owner(slot, target, timeout)
+
+    def _wait_owner(self, slot: int, owner: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.owner(slot) != owner:
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"the nodes do not agree that node {owner} has slot {slot}")
+            time.sleep(0.01)
+
+    def migrate_slot(self, slot: int, target: int, keys: Sequence[str] = ()) -> None:
+        """Move ``slot`` with its ``keys`` (all of them) to node ``target``."""
+        self.begin_slot_migration(slot, target)
+        self.move_keys(slot, target, keys)
+        self.end_slot_migration(slot, target)
+
+    def reset_slot(self, slot: int, owner: int) -> None:
+        """Undo whatever a test did to ``slot``: every node's data flushed (``flushall``),
+        any migration of it cancelled (``SETSLOT STABLE``), then served by node ``owner``
+        (assigned again if no node served it)."""
+        self.flushall()
+        for index in range(len(self.nodes)):
+            self._ok(index, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+        current = self.owner(slot)
+        if current is None:  # unassigned (DELSLOTS)
+            self._ok(owner, "CLUSTER", "ADDSLOTS", str(slot))
+            self._wait_owner(slot, owner, 10.0)
+        elif current != owner:
+            self.migrate_slot(slot, owner)
+
+    def _ok(self, index: int, *args: str) -> None:
+        reply = self.nodes[index].command(*args)
+        if reply != b"+OK":
+            raise ServerFailed(f"{' '.join(args)} on port {self.nodes[index].port} answered {reply!r}")
+
     def _create(self, timeout: float) -> None:
         redis_cli = shutil.which("redis-cli")
         if redis_cli is None:
@@ -287,3 +374,16 @@ class RedisCluster:
             raise ServerFailed(f"redis-cli --cluster create took over {timeout:.0f} s") from exc
         if result.returncode != 0:
             raise ServerFailed(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
+
+
+def _slot_owner(cluster_nodes: str, slot: int) -> str | None:
+    """The id of the node serving ``slot`` in a ``CLUSTER NODES`` reply."""
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        for entry in fields[8:]:
+            if entry.startswith("["):  # a migration in progress, not ownership
+                continue
+            first, _, last = entry.partition("-")
+            if int(first) <= slot <= int(last or first):
+                return fields[0]
+    return None
