@@ -8,6 +8,7 @@
                        ``resp.Client`` per master: a pipeline is split per master, the parts
                        sent at once, the replies put back in the caller's order
     open_redis_client  a ``ClusterClient`` or a ``resp.Client`` (both ``Commands``), by a flag
+    run_scripts        one Lua script run for many key sets in one pipeline, on either client
 
 Routing: a command's key is its argument 1 (``GET key``, ``SPUBLISH channel``); for the
 script commands (EVAL, EVALSHA, their _RO forms, FCALL) it is argument 3 when numkeys
@@ -241,6 +242,27 @@ class Commands(Protocol):
     async def pipeline(self, commands: Sequence[resp.Command]) -> list[Any]: ...
 
     async def script(self, source: str, keys: Sequence[str], args: Sequence[int | str]) -> Any: ...
+
+
+async def run_scripts(
+    client: Commands, source: str, calls: Sequence[tuple[Sequence[str], Sequence[int | str]]]
+) -> list[Any]:
+    """Run the Lua script ``source`` once per ``(keys, args)`` of ``calls``, in one pipeline
+    (one round trip per master): by its hash, then by its text for the calls whose node did
+    not know it yet. The replies in order; a refused call's reply is its ``ReplyError``."""
+    if not calls:
+        await trio.lowlevel.checkpoint()
+        return []
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    replies = await client.pipeline([("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls])
+    unknown = [i for i, reply in enumerate(replies)
+               if isinstance(reply, resp.ReplyError) and str(reply).startswith("NOSCRIPT")]
+    if unknown:
+        loaded = await client.pipeline([("EVAL", source, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                                        for i in unknown])
+        for i, reply in zip(unknown, loaded, strict=True):
+            replies[i] = reply
+    return replies
 
 
 def open_redis_client(url: str, *, timeout: float, cluster: bool) -> AbstractAsyncContextManager[Commands]:
