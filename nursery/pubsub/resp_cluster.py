@@ -14,7 +14,11 @@ Routing: a command's key is its argument 1 (``GET key``, ``SPUBLISH channel``); 
 script commands (EVAL, EVALSHA, their _RO forms, FCALL) it is argument 3 when numkeys
 (argument 2) is not 0. A command without a key (``PING``, a script with no keys) goes to any
 master. Keys of one command in different slots are the caller's bug: Redis refuses the
-command (``CROSSSLOT``, a ``ReplyError``), and so do we.
+command (``CROSSSLOT``), and the caller gets that ``ReplyError`` as it is.
+
+Sharded pub/sub: SPUBLISH is routed by its channel like any key; a subscriber is a
+``resp.Subscriber(..., sharded=True)`` on ``topology.node_for(key_slot(channel))``, the
+channel's master (its owner sends it ``sunsubscribe`` when the slot moves away).
 
 Redirections and failures; each command is followed up at most once:
 
