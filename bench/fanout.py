@@ -44,10 +44,10 @@ from typing import Any
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import wire  # noqa: E402
-from fanout_worker import JsonLines  # noqa: E402
-from local_cluster import local_cluster  # noqa: E402
-from seed import seed_users  # noqa: E402
+import wire
+from fanout_worker import JsonLines
+from local_cluster import local_cluster
+from seed import seed_users
 
 P99_TARGET_MS = 50.0
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fanout_worker.py")
@@ -199,7 +199,7 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
     cpu_after = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
     servers_after = [cpu_seconds(pid) for pid in server_pids]
     per_process = [(a - b) / elapsed if a is not None and b is not None else 0.0
-                   for a, b in zip(cpu_after, cpu_before)]
+                   for a, b in zip(cpu_after, cpu_before, strict=True)]
     cpu = sum(per_process) * elapsed
     lat_ms = [x for reply in await ask_all(receivers, {"cmd": "collect", "level": level})
               for x in reply["latencies_ms"]]
@@ -230,7 +230,7 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
             "coordinator": round(per_process[-1], 3),
         },
         "server_cpu_share": [round((a - b) / elapsed, 3) if a is not None and b is not None else None
-                             for a, b in zip(servers_after, servers_before)],
+                             for a, b in zip(servers_after, servers_before, strict=True)],
         "level_seconds": round(elapsed, 2),
         "_latencies_ms": lat_ms,
     }

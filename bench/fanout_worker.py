@@ -23,7 +23,6 @@ from collections import Counter
 from typing import Any
 
 import trio
-
 import wire
 import wire_ws
 
@@ -158,7 +157,7 @@ class Writer:
                 target = random.randrange(len(pools))
                 prefix = heads[target] + random.choice(auth)
 
-                def build() -> bytes:
+                def build(prefix: bytes = prefix, i: int = i) -> bytes:
                     body = b'{"title":"L%d %d %d"}' % (level, monotonic_ns(), i)
                     return prefix + b"Content-Length: %d\r\n\r\n" % len(body) + body
 

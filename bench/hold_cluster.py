@@ -16,7 +16,7 @@ import sys
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from local_cluster import local_cluster  # noqa: E402
+from local_cluster import local_cluster
 
 
 async def main() -> None:

@@ -31,7 +31,7 @@ def fanout_table(runs: list[dict[str, Any]]) -> str:
     for rate in rates:
         levels = [lv for run in runs for lv in run["levels"] if lv["rate"] == rate]
 
-        def med(get: Any) -> float:
+        def med(get: Any, levels: list[Any] = levels) -> float:
             return _median([get(lv) for lv in levels])
 
         delivered = min(lv["delivered_ratio"] for lv in levels)

@@ -9,9 +9,9 @@ import uuid
 
 import asyncpg
 
-from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.service.passwords import _DUMMY_HASH
 from nursery.service.tokens import TokenSigner
+from nursery.stores.asyncio_thread import open_asyncio_thread
 
 
 async def _insert(database_url: str, users: int, devices: int) -> list[list[str]]:

@@ -18,8 +18,16 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import trio
-
-from wire import RECEIVE_SIZE, TIMEOUT, END_OF_HEAD, Connection, ConnectionClosed, ProtocolError, parse_head, host_port
+from wire import (
+    END_OF_HEAD,
+    RECEIVE_SIZE,
+    TIMEOUT,
+    Connection,
+    ConnectionClosed,
+    ProtocolError,
+    host_port,
+    parse_head,
+)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -150,14 +158,20 @@ class WebSocket:
         self.connection.close()
 
 
-async def connect_websocket(url: str, *, timeout: float = TIMEOUT) -> WebSocket:
-    """Open ``ws://host:port/path``: TCP connection and upgrade handshake, within ``timeout``."""
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+
+async def connect_websocket(url: str, *, timeout: float = TIMEOUT, offer_deflate: bool = False) -> WebSocket:
+    """Open ``ws://host:port/path``: TCP connection and upgrade handshake, within ``timeout``.
+    ``offer_deflate``: offer permessage-deflate, as every browser does (this client cannot
+    inflate: a server that accepts it is refused with ``ProtocolError``)."""
     parts = urlsplit(url)
     host, port = host_port(url)
     key = base64.b64encode(os.urandom(16))
     request = (
         f"GET {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
         f"Host: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"{DEFLATE_OFFER if offer_deflate else ''}"
         f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
     with trio.fail_after(timeout):
@@ -169,6 +183,8 @@ async def connect_websocket(url: str, *, timeout: float = TIMEOUT) -> WebSocket:
                 raise ProtocolError(f"websocket handshake refused: HTTP {status}")
             if headers.get(b"sec-websocket-accept") != base64.b64encode(hashlib.sha1(key + _GUID).digest()):
                 raise ProtocolError("bad Sec-WebSocket-Accept")
+            if b"sec-websocket-extensions" in headers:
+                raise ProtocolError("the server accepted an extension")
         except BaseException:
             conn.close()
             raise

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import trio
 from quart_trio import QuartTrio
 
+from nursery import logs
 from nursery.api.errors import error_response, install_error_handlers, json_dumps, response_for
 from nursery.api.graphql import Engine, build_schema, graphql_blueprint, graphql_router
 from nursery.api.graphql.errors import error as graphql_error
@@ -26,15 +27,14 @@ from nursery.api.rest import rest_router
 from nursery.api.security import Hardening, parse_origins
 from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_router
-from nursery import logs
 from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
 from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
 from nursery.pubsub import open_broker, open_rate_limiter
 from nursery.pubsub.broker import Broker, Presence
-from nursery.pubsub.local_first import LocalFirstLimiter
 from nursery.pubsub.hub import Hub
+from nursery.pubsub.local_first import LocalFirstLimiter
 from nursery.service.accounts import Accounts
 from nursery.service.activity import Activity
 from nursery.service.audit import Audit
@@ -123,6 +123,7 @@ async def open_services(
             hub=Hub(
                 broker, presence, presence_ttl=settings.presence_ttl, revocations=sessions,
                 setup_concurrency=settings.ws_setup_concurrency,
+                follow_timeout=settings.broker_timeout,
             ),
             notifier=notifier,
             accounts=Accounts(
@@ -175,8 +176,14 @@ def _expose_live_counters(services: Services) -> None:
     m.count("nursery_broker_publish_failures", "Events that could not be published",
             lambda: notifier.failures)
     m.count("nursery_broker_received", "Broker messages received", lambda: hub.received)
+    m.count("nursery_broker_undecodable", "Broker messages this version cannot read (ignored)",
+            lambda: hub.undecodable)
+    m.count("nursery_broker_publish_batches", "Round trips that published events (batched)",
+            lambda: notifier.batches)
     m.count("nursery_rate_limit_failed_open", "Writes let through while Redis was down",
             lambda: limits.failed_open)
+    m.count("nursery_rate_limit_charges", "Batches of write hits shared with the other instances",
+            lambda: services.write_limiter.charges)
     m.count("nursery_broker_reconnects", "Broker subscriptions lost and re-established",
             lambda: getattr(services.broker, "reconnects", 0))
     sessions = services.accounts.session_cache
@@ -291,7 +298,6 @@ def create_app(services: Services, engine: Engine) -> QuartTrio:
     """What the edge passes on: GraphQL over HTTP, the web client, the metrics."""
     settings = services.settings
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
     install_error_handlers(app)

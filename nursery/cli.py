@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trio
 
-from nursery.cluster import add_cluster_commands, run_cluster_command
 from nursery import logs
+from nursery.cluster import add_cluster_commands, run_cluster_command
 from nursery.config import ConfigError, Settings
 from nursery.errors import NurseryError
 from nursery.server import Lifecycle, serve

@@ -6,17 +6,16 @@ boundaries (``raise X(...) from exc``); the API maps them to the JSON error shap
     ├── MalformedInput        400  not JSON, not UTF-8, not an object
     ├── InvalidInput          422  bad field values (details: per-field messages)
     ├── Unauthenticated       401  no token, bad token, revoked or expired session
-    ├── Forbidden             403
     ├── NotFound              404  also for other users' ids: we never reveal they exist
     ├── Conflict              409  if_rev mismatch, email already registered
-    ├── TooLarge              413
     ├── RateLimited           429  (retry_after seconds)
     ├── Unavailable           503  a dependency (database, broker) is down (retry_after)
     │   ├── StoreUnavailable
     │   └── BrokerUnavailable
     ├── StoreFailed           500  the database refused an operation for a reason no client
     │                              can fix (a bug, a broken schema): logged, its cause chained
-    └── CannotListen               startup: the address to listen on is taken or not ours
+    ├── CannotListen               startup: the address to listen on is taken or not ours
+    └── ConfigError                startup: a setting's value is not valid (``config.py``)
 """
 
 from __future__ import annotations
@@ -49,11 +48,6 @@ class Unauthenticated(NurseryError):
     code = "unauthenticated"
 
 
-class Forbidden(NurseryError):
-    status = 403
-    code = "forbidden"
-
-
 class NotFound(NurseryError):
     status = 404
     code = "not_found"
@@ -62,11 +56,6 @@ class NotFound(NurseryError):
 class Conflict(NurseryError):
     status = 409
     code = "conflict"
-
-
-class TooLarge(NurseryError):
-    status = 413
-    code = "too_large"
 
 
 class RateLimited(NurseryError):

@@ -20,12 +20,13 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import secrets
 import sys
 import time
 from typing import Any
 
 import trio
+
+from nursery import ids
 
 ACCESS = "nursery.access"
 FLUSH_INTERVAL = 0.25  # seconds an info line may wait to be written
@@ -42,7 +43,23 @@ def new_request_id(offered: str | None) -> str:
     """The client's ``X-Request-ID`` if it is short and printable, else a new one."""
     if offered and len(offered) <= MAX_REQUEST_ID and offered.isprintable() and " " not in offered:
         return offered
-    return secrets.token_hex(8)
+    return ids.request_id()
+
+
+def tag_records() -> None:
+    """Every log record made from now on carries the request id of the task that made it
+    (``rid``; empty outside a request), whatever handler writes it. Idempotent."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "tags_request_ids", False):
+        return
+
+    def tagged(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        record.rid = request_id.get()
+        return record
+
+    tagged.tags_request_ids = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(tagged)
 
 
 class _Context(logging.Filter):
@@ -52,7 +69,6 @@ class _Context(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.instance = self.instance
-        record.rid = request_id.get()
         return True
 
 
@@ -106,7 +122,7 @@ class _Batched(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._lines.append(self.format(record))
-        except Exception:
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
             self.handleError(record)
             return
         if len(self._lines) >= BATCH_LINES or record.levelno >= logging.WARNING:
@@ -138,7 +154,9 @@ async def flush_regularly(*, task_status: trio.TaskStatus[None] = trio.TASK_STAT
 
 
 def configure(level: str, form: str, instance: str) -> None:
-    """Send every log line to stderr in ``form`` ("text" or "json"), tagged with ``instance``."""
+    """Send every log line to stderr in ``form`` ("text" or "json"), tagged with ``instance``
+    (and, by ``tag_records``, with its request id)."""
+    tag_records()
     handler = _Batched()
     handler.setFormatter(JsonFormatter() if form == "json" else TextFormatter())
     handler.addFilter(_Context(instance))

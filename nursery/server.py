@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from nursery import logs
 from nursery.app import Services, create_edge, open_services, run_background
 from nursery.config import Settings
 from nursery.edge import Edge
@@ -87,6 +88,7 @@ async def serve(
 ) -> None:
     """Run one instance until ``lifecycle`` asks it to stop; ``task_status.started`` with the
     bound addresses once it accepts requests. Raises ``NurseryError`` if startup fails."""
+    logs.tag_records()
     listener = listen(settings.host, settings.port)  # first: the embedded database takes seconds
     secret_key = resolve_secret(settings)
     async with (

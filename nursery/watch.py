@@ -108,6 +108,9 @@ class Lines:
             self.say(f"rev {rev}  deleted  {gone.get('title', '') if gone else frame.get('id')}")
 
 
+DEFAULT_CONFIG = ClientConfig()
+
+
 async def watch(
     url: str,
     email: str,
@@ -115,7 +118,7 @@ async def watch(
     out: TextIO = sys.stdout,
     *,
     device: str = "nursery watch",
-    config: ClientConfig = ClientConfig(),
+    config: ClientConfig = DEFAULT_CONFIG,
 ) -> None:
     """Log in as a new device and print the todos, then each change, until cancelled.
 
@@ -140,7 +143,8 @@ def main(url: str, email: str | None, password: str | None) -> int:
     email = email or os.environ.get("NURSERY_EMAIL") or _ask("email: ", getpass_=False)
     password = password or os.environ.get("NURSERY_PASSWORD") or _ask("password: ", getpass_=True)
     if not email or not password:
-        print("nursery watch: an email and a password are needed (flags or NURSERY_EMAIL / NURSERY_PASSWORD)", file=sys.stderr)
+        print("nursery watch: an email and a password are needed"
+              " (flags or NURSERY_EMAIL / NURSERY_PASSWORD)", file=sys.stderr)
         return 1
     try:
         trio.run(watch, url, email, password)

@@ -22,25 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-try:  # `tests` is importable when the repo root is on sys.path (python -m pytest, or
-    # tests/__init__.py present); else pytest has put tests/ itself on sys.path.
-    from tests.servers import (
-        PrivatePostgres,
-        RedisCluster,
-        RedisServer,
-        new_database,
-        scratch_dir,
-    )
-except ModuleNotFoundError as exc:
-    if exc.name not in ("tests", "tests.servers"):
-        raise
-    from servers import (  # type: ignore[no-redef]
-        PrivatePostgres,
-        RedisCluster,
-        RedisServer,
-        new_database,
-        scratch_dir,
-    )
+from tests.servers import PrivatePostgres, RedisCluster, RedisServer, new_database, scratch_dir
 
 
 @pytest.fixture(scope="session")

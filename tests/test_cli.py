@@ -184,9 +184,10 @@ async def test_sigterm_with_an_idle_keepalive_connection_exits_promptly(tmp_path
             assert (await idle.get(f"{base}/healthz")).status_code == 200  # now idle, kept alive
             started = trio.current_time()
             process.send_signal(signal.SIGTERM)
-            await trio.sleep(0.3)
-            r = await during.get(f"{base}/readyz")  # accepted during the drain
-            assert r.status_code == 503 and r.headers.get("connection") == "close"
+            with trio.fail_after(5):  # until the instance has taken the signal: it drains
+                while (r := await during.get(f"{base}/readyz")).status_code == 200:
+                    await trio.sleep(0.05)
+            assert r.status_code == 503 and r.headers.get("connection") == "close"  # still answered
             with trio.fail_after(10):
                 await process.wait()
         assert process.returncode == 0

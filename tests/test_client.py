@@ -196,14 +196,14 @@ class FakeServer:
 
     def gaps(self) -> list[float]:
         times = [t for t, _ in self.hellos]
-        return [b - a for a, b in zip(times, times[1:])]
+        return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 async def _messages(ws: WebSocketConnection) -> Any:
     try:
         while True:
             yield json.loads(await ws.get_message())
-    except Exception:
+    except Exception:  # noqa: BLE001 - the fake server's client left: its script ends
         return
 
 
@@ -330,7 +330,7 @@ async def test_backoff_delays_are_jittered(autojump_clock: trio.testing.MockCloc
             await eventually(lambda: len(fake.hellos) >= 12, timeout=100)
             gaps = fake.gaps()
             ceilings = [min(1.0, 0.1 * 2**n) for n in range(len(gaps))]
-            assert all(0 <= gap <= ceiling + 0.01 for gap, ceiling in zip(gaps, ceilings))
+            assert all(0 <= gap <= ceiling + 0.01 for gap, ceiling in zip(gaps, ceilings, strict=True))
             assert len({round(gap, 4) for gap in gaps}) == len(gaps)  # no two alike
             nursery.cancel_scope.cancel()
 
@@ -475,7 +475,7 @@ class Revs:
             self.revs.append(frame["rev"])
 
     def strictly_increasing(self) -> bool:
-        return all(a < b for a, b in zip(self.revs, self.revs[1:]))
+        return all(a < b for a, b in zip(self.revs, self.revs[1:], strict=False))
 
 
 async def test_two_devices_stay_in_sync_across_an_instance_restart(database_url: str, redis_url: str) -> None:

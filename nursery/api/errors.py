@@ -64,6 +64,8 @@ def _retry_after(error: NurseryError) -> float | None:
 def response_for(error: NurseryError) -> Response:
     if isinstance(error, Unavailable):
         log.warning("answering 503: %s", error)
+    elif error.status >= 500:  # ours to fix (StoreFailed): once, with its cause
+        log.error("answering %d: %s", error.status, error.message, exc_info=error)
     return error_response(error.status, error.code, error.message, error.details, _retry_after(error))
 
 

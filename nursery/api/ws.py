@@ -32,6 +32,7 @@ from nursery.service.feed import Feed, FeedEvent, Head, Online, ReadChanges, Res
 from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
 
+
 class SyncSocket:
     """One /ws session's protocol: a ``service.session.Vocabulary``."""
 

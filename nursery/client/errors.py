@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 class ClientError(Exception):
     """Base of the errors this module raises on purpose."""
 

@@ -6,12 +6,16 @@ from typing import Any
 
 from nursery.client.errors import ProtocolViolation
 
+
 def _int(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
 def _todo(value: Any) -> dict[str, Any]:
-    if not (isinstance(value, dict) and isinstance(value.get("id"), str) and _int(value.get("rev")) is not None):
+    if not (
+        isinstance(value, dict) and isinstance(value.get("id"), str)
+        and _int(value.get("rev")) is not None
+    ):
         raise ProtocolViolation(f"not a todo: {value!r:.200}")
     return value
 

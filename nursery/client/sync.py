@@ -249,8 +249,10 @@ class SyncClient:
                         raise SessionEnded(f"the server ended the session: {ending.reason}")
                     delay = backoff.delay_after(ending)
                     self.last_ending = ending
-                    log.info("disconnected (%s %s); reconnecting in %.2f s", ending.code, ending.reason, delay)
-                    self._emit({"type": "disconnected", "code": ending.code, "reason": ending.reason, "retry_in": delay})
+                    log.info("disconnected (%s %s); reconnecting in %.2f s",
+                             ending.code, ending.reason, delay)
+                    self._emit({"type": "disconnected", "code": ending.code,
+                                "reason": ending.reason, "retry_in": delay})
                     await trio.sleep(delay)
         except BaseException as exc:
             self._stopped = exc
@@ -385,7 +387,9 @@ class SyncClient:
         self.mirror.load(items, rev)
         self._emit({"type": "loaded", "rev": rev})
 
-    async def _get_json(self, http: httpx.AsyncClient, url: str, params: dict[str, str | int]) -> dict[str, Any]:
+    async def _get_json(
+        self, http: httpx.AsyncClient, url: str, params: dict[str, str | int]
+    ) -> dict[str, Any]:
         with trio.fail_after(self.config.http_timeout):
             r = await http.get(url, params=params, headers={"Authorization": f"Bearer {self._token}"})
         if r.status_code == 401:

@@ -38,8 +38,8 @@ from nursery.cluster._commands import run_cluster_command as run_cluster_command
 from nursery.cluster._config import ClusterConfig as ClusterConfig
 from nursery.cluster._config import ClusterError as ClusterError
 from nursery.cluster._probes import http_get as http_get
+from nursery.cluster._run import run_cluster as run_cluster
 from nursery.cluster._state import live_pids as live_pids
 from nursery.cluster._state import read_state as read_state
 from nursery.cluster._state import supervisor_running as supervisor_running
 from nursery.cluster._supervisor import Supervisor as Supervisor
-from nursery.cluster._run import run_cluster as run_cluster

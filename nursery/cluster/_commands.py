@@ -39,15 +39,15 @@ from nursery.cluster._config import (
     ClusterConfig,
     ClusterError,
 )
+from nursery.cluster._logs import log_tail, redact
 from nursery.cluster._probes import (
     postgres_probe_of,
     readyz_probe,
     redis_cluster_probe_of,
     redis_probe_of,
 )
-from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
 from nursery.cluster._run import run_cluster
-from nursery.cluster._logs import log_tail, redact
+from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
 from nursery.errors import NurseryError
 from nursery.ports import listen_problem
 

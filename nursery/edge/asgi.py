@@ -29,7 +29,9 @@ class LifespanFailed(Exception):
     pass
 
 
-async def serve_lifespan(app: ASGIApp, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_lifespan(
+    app: ASGIApp, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Start the application (``task_status.started`` once it is), run until cancelled, then
     shut it down (shielded, bounded by ``LIFESPAN_TIMEOUT``). Raises ``LifespanFailed`` when
     the application refuses to start."""

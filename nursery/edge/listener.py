@@ -260,6 +260,8 @@ class Edge:
         chosen: str | None,
     ) -> None:
         ws = WebSocket(sock, max_message=self._limits.max_message, leftover=leftover)
+        # A socket may live for days: it keeps only the header its session may read.
+        request.headers = {k: v for k, v in request.headers.items() if k == "x-forwarded-for"}
         started = time.perf_counter()
         self.in_flight.begin()
         try:

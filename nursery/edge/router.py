@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from nursery.edge.http import Request, Response
 from nursery.edge.websocket import WebSocket
 
+
 @dataclass(frozen=True, slots=True)
 class SocketOutcome:
     """How a websocket session ended, for the access log (``code`` None: the client left)."""
@@ -98,7 +99,7 @@ class Router:
     def _methods(self, pattern: str) -> dict[str, Handler]:
         if "<" not in pattern:
             return self._exact.setdefault(pattern, {})
-        for regex, known, methods in self._patterns:
+        for _, known, methods in self._patterns:
             if known == pattern:
                 return methods
         methods = {}

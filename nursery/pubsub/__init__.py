@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from nursery.config import Settings
-from nursery.pubsub.broker import CHANNEL as CHANNEL
+from nursery.pubsub.broker import EVERYONE as EVERYONE
 from nursery.pubsub.broker import Broker as Broker
 from nursery.pubsub.broker import Deliver as Deliver
 from nursery.pubsub.broker import Delivery as Delivery
+from nursery.pubsub.broker import Followed as Followed
 from nursery.pubsub.broker import Message as Message
 from nursery.pubsub.broker import Presence as Presence
 from nursery.pubsub.broker import Resubscribed as Resubscribed
@@ -25,6 +26,7 @@ from nursery.pubsub.ratelimit import Rate as Rate
 from nursery.pubsub.ratelimit import RateLimiter as RateLimiter
 from nursery.pubsub.ratelimit import SharedRateLimiter as SharedRateLimiter
 from nursery.pubsub.ratelimit import Verdict as Verdict
+
 
 @asynccontextmanager
 async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presence]]:

@@ -1,8 +1,17 @@
 """The broker: a doorbell with payload between the instances of one deployment.
 
-It is at-most-once: a message published while a subscriber is disconnected is gone. So a
-subscriber that reconnects is told (``Resubscribed``) and every connection refills from the
-store, which is the truth. Messages are opaque bytes; the hub gives them meaning.
+Messages travel on topics: one per user (its id: its todo changes, its devices' logins and
+presence) and ``EVERYONE`` (revocations, which every instance's session cache must hear). An
+instance hears a user's topic only while it ``follow``s it: the hub follows a user while it
+holds at least one of that user's sockets, so an instance's share of the broker's traffic
+grows with its own users, not with the whole deployment's. ``EVERYONE`` is always followed.
+
+It is at-most-once: a message published while a subscription is down is gone. So once a
+subscription is back the broker says so (``Resubscribed``, naming the topics that may have
+missed messages, or all) and their readers refill from the store, which is the truth. A topic
+starts being heard once the broker confirms it (``Followed``): the hub makes a device that
+connects meanwhile wait for that before it reads the store (the gap-free start), or refill
+when a late confirmation comes. Messages are opaque bytes; the hub gives them meaning.
 
 Implementations: ``memory.MemoryBroker`` (one process), ``redis.RedisBroker`` (many).
 """
@@ -15,39 +24,58 @@ from typing import NoReturn, Protocol
 
 import trio
 
-CHANNEL = "nursery:events"
+EVERYONE = "*"  # the topic every instance follows
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    topic: str
     payload: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Resubscribed:
-    """The subscription was lost and is back: messages in between may be missing."""
+    """A lost subscription is back: messages of ``topics`` (None: of every topic) published
+    in between may be missing."""
+
+    topics: frozenset[str] | None = None
 
 
-Delivery = Message | Resubscribed
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """These topics are heard from now on (the broker confirmed their subscriptions)."""
+
+    topics: frozenset[str]
+
+
+Delivery = Message | Resubscribed | Followed
 Deliver = Callable[[Delivery], None]
 
 
 class Broker(Protocol):
     connected: bool  # whether the subscription is live right now (messages are arriving)
 
-    async def publish(self, payload: bytes) -> None:
-        """Send to every subscriber, this process included. Raises ``BrokerUnavailable``
-        when the message could not be handed over within the broker timeout."""
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Send each ``(topic, payload)`` to the instances that follow the topic, this one
+        included, in order, in one round trip. Raises ``BrokerUnavailable`` when they could
+        not be handed over within the broker timeout."""
 
-    async def publish_many(self, payloads: Sequence[bytes]) -> None:
-        """``publish`` each, in order, in one round trip."""
+    def follow(self, topic: str) -> None:
+        """Hear ``topic`` from now on: confirmed by a ``Followed`` delivery. Does not block
+        (subscriptions are made in batches by ``subscribe``'s task)."""
+
+    def unfollow(self, topic: str) -> None:
+        """Stop hearing ``topic`` (at most a few of its messages may still come)."""
+
+    def following(self, topic: str) -> bool:
+        """Whether ``topic``'s messages are heard now (confirmed)."""
 
     async def subscribe(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        """Call ``deliver`` (synchronously, it must not block) for every message, until
-        cancelled. Reconnects with backoff after losing the server, then delivers
-        ``Resubscribed``. ``task_status.started()`` once the first subscription is live."""
+        """Call ``deliver`` (synchronously, it must not block) for every message of a followed
+        topic, and for ``Followed`` and ``Resubscribed``, until cancelled. Reconnects with
+        backoff after losing the server. ``task_status.started()`` once ``EVERYONE`` is heard."""
 
 
 class Presence(Protocol):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from nursery.models import Change, Session, change_from_json, rendered
+from nursery.pubsub.broker import EVERYONE
 
 _TODO = b"T "
 
@@ -58,6 +59,14 @@ Event = TodoChanged | SessionChanged | PresenceChanged
 
 def session_changed(op: Literal["created", "revoked"], session: Session) -> SessionChanged:
     return SessionChanged(session.user_id, op, session.to_json(), session.id)
+
+
+def topic(event: Event) -> str:
+    """The broker topic an event travels on: its user's, but a revocation goes to every
+    instance (each forgets the session in its cache, those with its sockets close them)."""
+    if isinstance(event, SessionChanged) and event.op == "revoked":
+        return EVERYONE
+    return event.user_id
 
 
 def encode(event: Event) -> bytes:

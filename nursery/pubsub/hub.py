@@ -10,6 +10,12 @@ entry that expired after an instance crashed), pushing it to that user's subscri
 
 New connections are admitted a few at a time (``admit``), and revocations heard on the
 broker are passed on to a ``RevocationListener`` (the session cache).
+
+The hub follows a user's broker topic while it holds at least one of that user's
+subscribers, and only then: ``join`` attaches a subscriber and returns once the topic is
+heard (the feed may then read the store without missing what is published meanwhile); if
+the broker is slow to confirm, it returns after ``follow_timeout`` and the user's
+subscribers refill from the store when the confirmation comes.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from typing import Protocol
 import trio
 
 from nursery.errors import BrokerUnavailable, Unavailable
-from nursery.pubsub import events
-from nursery.pubsub.broker import Broker, Delivery, Message, Presence, Resubscribed
 from nursery.protocol.close_codes import UNAUTHENTICATED
+from nursery.pubsub import events
+from nursery.pubsub.broker import EVERYONE, Broker, Delivery, Followed, Message, Presence, Resubscribed
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ class Hub:
         revocations: RevocationListener | None = None,
         setup_concurrency: int = 16,
         setup_timeout: float = 10.0,
+        follow_timeout: float = 3.0,
     ) -> None:
         self._broker = broker
         self._revocations = revocations
@@ -110,6 +117,9 @@ class Hub:
         self._stale_presence: set[str] = set()
         self._presence_wakeup = trio.Event()
         self._closed_with: tuple[int, str] | None = None
+        self._follow_timeout = follow_timeout
+        self._confirming: dict[str, trio.Event] = {}  # users whose topic awaits the broker
+        self._refill_when_followed: set[str] = set()  # users whose join did not wait for it
         self.undecodable = 0
         self.received = 0
 
@@ -127,18 +137,40 @@ class Hub:
             return slot
         raise Unavailable("this instance is busy setting up other connections, try again")
 
+    async def join(self, subscriber: Subscriber) -> None:
+        """``attach``, then wait (at most ``follow_timeout``) until the broker delivers the
+        user's messages: only then may the subscriber read the store without a gap. A
+        confirmation that comes later makes the user's subscribers refill."""
+        self.attach(subscriber)
+        user = subscriber.user_id
+        if self._broker.following(user):
+            return
+        confirmed = self._confirming.setdefault(user, trio.Event())
+        with trio.move_on_after(self._follow_timeout):
+            await confirmed.wait()
+            return
+        self._refill_when_followed.add(user)
+
     def attach(self, subscriber: Subscriber) -> None:
-        self._subscribers[subscriber.user_id].add(subscriber)
+        """The subscriber is offered its user's events (``join`` also waits until the broker
+        delivers them)."""
+        peers = self._subscribers[subscriber.user_id]
+        if not peers:
+            self._broker.follow(subscriber.user_id)
+        peers.add(subscriber)
         if self._closed_with is not None:  # joined while the instance shuts down
             subscriber.close(*self._closed_with)
 
     def detach(self, subscriber: Subscriber) -> None:
-        peers = self._subscribers.get(subscriber.user_id)
+        user = subscriber.user_id
+        peers = self._subscribers.get(user)
         if peers is not None:
             peers.discard(subscriber)
             if not peers:
-                del self._subscribers[subscriber.user_id]
-                self._online.pop(subscriber.user_id, None)
+                del self._subscribers[user]
+                self._online.pop(user, None)
+                self._refill_when_followed.discard(user)
+                self._broker.unfollow(user)
 
     def has_session(self, user_id: str, session_id: str) -> bool:
         return any(s.session_id == session_id for s in self._subscribers.get(user_id, ()))
@@ -157,43 +189,57 @@ class Hub:
     # -- routing ------------------------------------------------------------------------------
 
     def deliver(self, delivery: Delivery) -> None:
-        """Called by the broker for every message; never blocks."""
-        self.received += 1
-        if isinstance(delivery, Resubscribed):
-            log.warning("broker resubscribed: every connection refills from the store")
-            if self._revocations is not None:
-                self._revocations.clear()
-            for peers in list(self._subscribers.values()):
-                for subscriber in list(peers):
-                    subscriber.offer(Refill())
-            self._stale_presence.update(self._subscribers)
+        """Called by the broker for every delivery; never blocks."""
+        match delivery:
+            case Message(payload=payload):
+                self.received += 1
+                self._route(payload)
+            case Followed(topics=topics):
+                for user in topics:
+                    confirmed = self._confirming.pop(user, None)
+                    if confirmed is not None:
+                        confirmed.set()
+                    if user in self._refill_when_followed:
+                        self._refill_when_followed.discard(user)
+                        self._refill(user)
+            case Resubscribed(topics=topics):
+                log.warning("broker resubscribed: %s refill from the store",
+                            "every connection must" if topics is None else f"{len(topics)} topics")
+                if self._revocations is not None and (topics is None or EVERYONE in topics):
+                    self._revocations.clear()
+                for user in list(self._subscribers) if topics is None else topics:
+                    self._refill(user)
+                    self._refill_when_followed.discard(user)
+                    confirmed = self._confirming.pop(user, None)
+                    if confirmed is not None:  # heard again: a join waiting for it may go on
+                        confirmed.set()
+
+    def _refill(self, user: str) -> None:
+        for subscriber in list(self._subscribers.get(user, ())):
+            subscriber.offer(Refill())
+        if user in self._subscribers:
+            self._stale_presence.add(user)
             self._presence_wakeup.set()
-            return
-        assert isinstance(delivery, Message)
+
+    def _route(self, payload: bytes) -> None:
         try:
-            event = events.decode(delivery.payload)
+            event = events.decode(payload)
         except (ValueError, KeyError, TypeError):
             self.undecodable += 1
             log.warning("ignoring an undecodable broker message")
             return
-        if (
-            self._revocations is not None
-            and isinstance(event, events.SessionChanged)
-            and event.op == "revoked"
-        ):
+        revoked = isinstance(event, events.SessionChanged) and event.op == "revoked"
+        if revoked and self._revocations is not None:
+            assert isinstance(event, events.SessionChanged)
             self._revocations.forget(event.session_id)
-        if not self._subscribers.get(event.user_id):
+        peers = self._subscribers.get(event.user_id)
+        if not peers:
             return
-        peers = self._subscribers[event.user_id]
         if isinstance(event, events.PresenceChanged):
             self.presence_changed(event.user_id)
             return
         for subscriber in list(peers):
-            if (
-                isinstance(event, events.SessionChanged)
-                and event.op == "revoked"
-                and subscriber.session_id == event.session_id
-            ):
+            if revoked and subscriber.session_id == getattr(event, "session_id", None):
                 subscriber.close(UNAUTHENTICATED, "session revoked")
             else:
                 subscriber.offer(event)
@@ -262,7 +308,8 @@ class Hub:
                 await self._presence.refresh({user_id: {session_id}}, self._ttl)
             elif not self.has_session(user_id, session_id):
                 await self._presence.remove(user_id, session_id)
-            await self._broker.publish(events.encode(events.PresenceChanged(user_id)))
+            changed = events.PresenceChanged(user_id)
+            await self._broker.publish_many([(events.topic(changed), events.encode(changed))])
         except BrokerUnavailable as exc:
             log.warning("presence not announced: %s", exc)
         self.presence_changed(user_id)

@@ -45,6 +45,7 @@ class LocalFirstLimiter:
         self._pending: Hits = {}
         self._hits = 0
         self.failed_open = 0  # hits let through that the shared counters never saw
+        self.charges = 0  # batches of hits shared, and their answers heard
 
     async def hit(self, key: str, rate: Rate) -> Verdict:
         await trio.lowlevel.checkpoint()
@@ -88,6 +89,7 @@ class LocalFirstLimiter:
         for key, wait in waits.items():
             if wait > 0:
                 self._blocked[key] = now + wait
+        self.charges += 1
 
     def _sweep(self, now: float) -> None:
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}

@@ -1,8 +1,9 @@
 """The in-process broker and presence: one process, no server, the embedded default.
 
-Several app instances in one process (as in tests) may share one ``MemoryBroker``; for
-presence, give each instance its own ``MemoryPresence.sibling()`` of a shared table, so that
-``remove`` only forgets the calling instance's entry, exactly as with Redis.
+Several app instances in one process (as in tests) may share one bus: give each its own
+``MemoryBroker.sibling()`` (and ``MemoryPresence.sibling()``), so that each follows its own
+topics and ``remove`` only forgets the calling instance's presence entry, exactly as with
+Redis. Following a topic takes effect at once: there is no server to confirm it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import NoReturn
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub.broker import Deliver, Delivery, Message, Resubscribed
+from nursery.pubsub.broker import EVERYONE, Deliver, Delivery, Message, Resubscribed
 
 
 class _Subscriber:
@@ -33,43 +34,65 @@ class _Subscriber:
             return
         try:
             self.deliver(delivery)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - kept, and re-raised in the subscriber's task
             self.error = exc
             self.failed.set()
 
 
-class MemoryBroker:
-    """Publish calls every live subscriber's ``deliver`` synchronously, in publish order.
+class _Bus:
+    """What the instances of one process share."""
 
-    Nothing is queued here: ``deliver`` is the subscriber's (bounded) queue.
-    """
+    def __init__(self) -> None:
+        self.members: list[MemoryBroker] = []
+        self.closed = False
+
+
+class MemoryBroker:
+    """Publishing calls the ``deliver`` of every subscription that follows the topic,
+    synchronously, in publish order. Nothing is queued here: ``deliver`` is the subscriber's
+    (bounded) queue."""
 
     connected = True  # nothing in a process can be lost
 
-    def __init__(self) -> None:
+    def __init__(self, bus: _Bus | None = None) -> None:
+        self._bus = bus or _Bus()
+        self._bus.members.append(self)
+        self._topics: set[str] = {EVERYONE}
         self._subscribers: list[_Subscriber] = []
-        self._closed = False
 
-    async def publish(self, payload: bytes) -> None:
-        """Deliver to every subscriber. Cancelled before delivery → nothing is delivered."""
+    def sibling(self) -> MemoryBroker:
+        """Another instance's broker on the same bus."""
+        return MemoryBroker(self._bus)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Deliver each to every subscription following its topic. Cancelled before
+        delivery → nothing is delivered."""
         await trio.lowlevel.checkpoint()
-        if self._closed:
+        if self._bus.closed:
             raise BrokerUnavailable("the broker is closed")
-        message = Message(bytes(payload))
-        for subscriber in tuple(self._subscribers):
-            subscriber.hand(message)
+        for topic, payload in messages:
+            message = Message(topic, bytes(payload))
+            for member in tuple(self._bus.members):
+                if topic in member._topics:
+                    for subscriber in tuple(member._subscribers):
+                        subscriber.hand(message)
 
-    async def publish_many(self, payloads: Sequence[bytes]) -> None:
-        await trio.lowlevel.checkpoint()
-        for payload in payloads:
-            await self.publish(payload)
+    def follow(self, topic: str) -> None:
+        self._topics.add(topic)
+
+    def unfollow(self, topic: str) -> None:
+        if topic != EVERYONE:
+            self._topics.discard(topic)
+
+    def following(self, topic: str) -> bool:
+        return topic in self._topics
 
     async def subscribe(
         self, deliver: Deliver, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         """Registered until cancelled; the caller's nursery owns this task. Re-raises, in this
         task, an exception that ``deliver`` raised."""
-        if self._closed:
+        if self._bus.closed:
             raise BrokerUnavailable("the broker is closed")
         subscriber = _Subscriber(deliver)
         self._subscribers.append(subscriber)
@@ -82,14 +105,15 @@ class MemoryBroker:
             self._subscribers.remove(subscriber)
 
     def simulate_resubscribe(self) -> None:
-        """For tests: tell every subscriber it lost messages, as a Redis reconnect would."""
+        """For tests: tell this instance's subscribers they lost messages, as a Redis
+        reconnect would."""
         for subscriber in tuple(self._subscribers):
             subscriber.hand(Resubscribed())
 
     async def aclose(self) -> None:
         """Later publishes raise ``BrokerUnavailable``; running subscriptions are left to
         their owners' cancellation."""
-        self._closed = True
+        self._bus.closed = True
         await trio.lowlevel.checkpoint()
 
 

@@ -71,7 +71,9 @@ class RedisRateLimiter:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, timeout: float, *, cluster: bool = False) -> AsyncIterator[RedisRateLimiter]:
+    async def open(
+        cls, url: str, timeout: float, *, cluster: bool = False
+    ) -> AsyncIterator[RedisRateLimiter]:
         """``cluster``: ``url`` names a node of a Redis Cluster."""
         async with open_redis_client(url, timeout=timeout, cluster=cluster) as commands:
             yield cls(url, timeout, commands, cluster=cluster)

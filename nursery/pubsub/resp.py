@@ -308,6 +308,7 @@ class Subscriber:
         self._subscribe = b"SSUBSCRIBE" if sharded else b"SUBSCRIBE"
         self._unsubscribe = b"SUNSUBSCRIBE" if sharded else b"UNSUBSCRIBE"
         self.channels: set[bytes] = set()  # confirmed by Redis
+        self._confirmations: list[tuple[bytes, bool]] = []  # (channel, subscribed), in order
 
     @classmethod
     @asynccontextmanager
@@ -326,6 +327,12 @@ class Subscriber:
             yield subscriber
         finally:
             await trio.aclose_forcefully(stream)
+
+    def confirmations(self) -> list[tuple[bytes, bool]]:
+        """What Redis confirmed since the last call, in order: (channel, True) for a
+        subscription, (channel, False) for an unsubscription."""
+        taken, self._confirmations = self._confirmations, []
+        return taken
 
     async def subscribe(self, channels: Sequence[bytes]) -> None:
         """Ask for more channels; ``channels`` shows them once Redis confirms."""
@@ -358,8 +365,10 @@ class Subscriber:
                     published.append((reply[1], reply[2]))
                 elif kind in (b"subscribe", b"ssubscribe"):
                     self.channels.add(reply[1])
+                    self._confirmations.append((reply[1], True))
                 elif kind in (b"unsubscribe", b"sunsubscribe"):
                     self.channels.discard(reply[1])
+                    self._confirmations.append((reply[1], False))
         except hiredis.ProtocolError as exc:
             raise ConnectionLost(f"not Redis's protocol: {exc}") from exc
         return published

@@ -44,7 +44,9 @@ class Login:
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
     if not _EMAIL.match(email):
-        raise InvalidInput("not an email address", details=[{"field": "email", "message": "not an email address"}])
+        raise InvalidInput(
+            "not an email address", details=[{"field": "email", "message": "not an email address"}]
+        )
     return email
 
 

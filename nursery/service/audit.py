@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -37,6 +36,7 @@ from typing import Any, NoReturn
 import trio
 
 from nursery.errors import StoreUnavailable
+from nursery.ids import row_id
 from nursery.stores.audit import AuditEntry, AuditStore, to_millisecond
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Audit:
     ) -> None:
         """Queue one entry; never blocks, never raises (a full buffer drops and counts)."""
         entry = AuditEntry(
-            id=str(uuid.uuid4()),
+            id=str(row_id()),
             user_id=user_id,
             kind=kind,
             at=to_millisecond(self._clock()),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -160,17 +160,14 @@ class TodoChanges(_Input):
         return TodoPatch(fields, self.if_rev)
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_json(model: type[M], body: bytes | str) -> M:
+def parse_json[M: BaseModel](model: type[M], body: bytes | str) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
         raise _translate(exc) from None
 
 
-def parse_object(model: type[M], data: Any) -> M:
+def parse_object[M: BaseModel](model: type[M], data: Any) -> M:
     """For input that is already decoded (GraphQL arguments)."""
     try:
         return model.model_validate(data, strict=False)

@@ -20,7 +20,7 @@ import trio
 
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub.broker import Broker
-from nursery.pubsub.events import Event, encode
+from nursery.pubsub.events import Event, encode, topic
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class _Batch:
     __slots__ = ("payloads", "sent")
 
     def __init__(self) -> None:
-        self.payloads: list[bytes] = []
+        self.payloads: list[tuple[str, bytes]] = []  # (topic, payload)
         self.sent = trio.Event()
 
 
@@ -45,7 +45,7 @@ class Notifier:
     async def publish(self, event: Event) -> None:
         """Returns once the event is handed to the broker (or given up on, logged)."""
         batch = self._next
-        batch.payloads.append(encode(event))
+        batch.payloads.append((topic(event), encode(event)))
         if len(batch.payloads) > 1:
             await batch.sent.wait()  # its first publisher sends it
             return

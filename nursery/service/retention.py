@@ -2,9 +2,10 @@
 batches, by one instance at a time.
 
 Every instance runs ``AuditRetention.run`` (owned by ``run_background``): a round at start
-(cheap when there is nothing to do: one indexed query), then one every ``period``. A round deletes batches of at most ``batch_size`` entries,
-oldest first, until a batch comes back short (nothing older is left), or until the store says
-another instance holds the pruning lock: that one is on it, and this one skips the round.
+(cheap when there is nothing to do: one indexed query), then one every ``period``. A round
+deletes batches of at most ``batch_size`` entries, oldest first, until a batch comes back
+short (nothing older is left), or until the store says another instance holds the pruning
+lock: that one is on it, and this one skips the round.
 Between batches it pauses ``pause`` seconds, so that a large backlog (the first round after
 retention is turned on) leaves the database to the requests in between. Each batch is one
 short transaction (see ``AuditStore.prune_audit``).

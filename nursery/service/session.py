@@ -119,6 +119,10 @@ class _NoObserver:
         pass
 
 
+DEFAULT_LIMITS = SessionLimits()
+NO_OBSERVER = _NoObserver()
+
+
 class Vocabulary(Protocol):
     """A websocket protocol's part of a session: its messages. One object per session."""
 
@@ -164,8 +168,8 @@ class Session:
         *,
         authenticate: Authenticate,
         hub: Hub,
-        limits: SessionLimits = SessionLimits(),
-        observer: SessionObserver = _NoObserver(),
+        limits: SessionLimits = DEFAULT_LIMITS,
+        observer: SessionObserver = NO_OBSERVER,
     ) -> None:
         self.user_id = self.session_id = ""
         self.who: Principal | None = None
@@ -240,7 +244,7 @@ class Session:
                     await self._serve(vocabulary)
                 except* TransportClosed:
                     self._peer_gone = True
-                except* Exception as group:
+                except* Exception as group:  # noqa: BLE001 - mapped to a close code, logged if unknown
                     self.close(*self._closing_for(group.exceptions[0], vocabulary))
         finally:
             self._vocabulary = None  # the vocabulary refers back to the session
@@ -275,8 +279,8 @@ class Session:
         who = await self._open(vocabulary)
         slot = await self._hub.admit()
         try:
-            self._hub.attach(self)
             try:
+                await self._hub.join(self)  # before the protocol reads the store
                 await self._hub.announce(who.user_id, who.session_id, connected=True)
                 async with trio.open_nursery() as nursery:
                     self.nursery = nursery

@@ -14,7 +14,6 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from nursery.errors import Unauthenticated
 
-
 # Tokens whose signature was checked, kept so that a device's next request skips the HMAC
 # and the decoding (a token is a pure function of the secret: only its expiry can change).
 VERIFIED_CAPACITY = 10_000
@@ -28,10 +27,6 @@ class TokenSigner:
 
     def issue(self, session_id: str) -> str:
         return self._serializer.dumps(session_id)
-
-    def session_id(self, token: str) -> str:
-        """Raises ``Unauthenticated`` for a tampered, malformed or expired token."""
-        return self.read(token)[0]
 
     def read(self, token: str) -> tuple[str, float]:
         """The session id and the unix time at which the token expires; raises

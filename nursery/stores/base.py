@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Protocol
 
 from nursery.errors import Conflict
-
 from nursery.models import (
     ChangeBatch,
     Credentials,

@@ -209,7 +209,7 @@ class PrivatePostgres:
     # -- steps of start() -----------------------------------------------------------------
 
     def _initialise(self, deadline: float) -> None:
-        self.bin_dir  # fail on missing binaries before touching any directory
+        _ = self.bin_dir  # fail on missing binaries before touching any directory
         self._prepare_dirs()
         if (self.pg_dir / "PG_VERSION").is_file():
             self._check_reusable(deadline)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
-
-import json
 
 import trio
 from trio_websocket import open_websocket_url

@@ -10,6 +10,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from nursery.pubsub import resp
 from tests.harness import register, start_instance
 
 
@@ -74,20 +75,42 @@ async def test_writes_per_user_are_shared_by_the_instances(database_url: str, re
     """Writes are limited locally at once and shared in ~50 ms batches: another instance may
     let one more through before it hears, never a whole second quota."""
     with trio.fail_after(30):
-        async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+        async with (
+            trio.open_nursery() as nursery,
+            httpx.AsyncClient() as client,
+            resp.Client.open(redis_url, timeout=5) as redis,
+        ):
             a, b = [await start_instance(nursery, database_url, redis_url=redis_url,
                                          write_rate_per_user="3/60") for _ in range(2)]
             user = await register(client, a.url)
+            counter = f"nursery:rate:write:user:{user.user_id}"
 
             async def write(instance: Any) -> int:
                 r = await client.post(f"{instance.url}/api/todos", json={"title": "t"}, headers=user.headers)
                 return r.status_code
 
+            async def charges(instance: Any) -> int:
+                """Batches of hits the instance shared and heard the answer to (its metric)."""
+                text = (await client.get(f"{instance.url}/metrics")).text
+                (line,) = [ln for ln in text.splitlines() if ln.startswith("nursery_rate_limit_charges_total ")]
+                return int(float(line.split()[1]))
+
+            async def heard(instance: Any, before: int) -> None:
+                while await charges(instance) == before:
+                    await trio.sleep(0.01)
+
+            async def shared_hits() -> float:
+                """The hits the shared counter holds now (its GCRA state, in Redis)."""
+                tat, (seconds, micros) = await redis.pipeline([("GET", counter), ("TIME",)])
+                ahead = int(tat or 0) - (int(seconds) * 1_000_000 + int(micros))
+                return ahead / 20_000_000  # one hit is one interval: 60 s / 3
+
+            b_charges = await charges(b)
             assert [await write(a) for _ in range(3)] == [201, 201, 201]
-            await trio.sleep(0.3)  # a has charged the shared counter
-            first_on_b = await write(b)
-            await trio.sleep(0.3)
-            assert first_on_b in (201, 429)
+            while await shared_hits() <= 2.5:  # a has shared its three writes
+                await trio.sleep(0.01)
+            assert await write(b) == 201  # b has not heard of them: one past the limit
+            await heard(b, b_charges)  # b shared its write and heard the user is over
             assert [await write(b) for _ in range(3)] == [429, 429, 429]
             assert await write(a) == 429
             nursery.cancel_scope.cancel()

@@ -10,17 +10,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-
 from typing import Any
 
 import pytest
-
-from nursery.config import Settings
 import yaml
 
 from nursery.cluster import ClusterConfig
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._prometheus import find_rules, prometheus_config
+from nursery.config import Settings
 from tests.cluster.support import cluster_env, require_caddy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,7 @@ Each backend is exercised as a deployment of several instances: with memory they
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import AsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -17,8 +16,10 @@ import trio
 from nursery.config import ConfigError, Settings
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import (
+    EVERYONE,
     Broker,
     Delivery,
+    Followed,
     MemoryBroker,
     MemoryPresence,
     Message,
@@ -29,7 +30,7 @@ from nursery.pubsub import (
 
 TIMEOUT = 2.0  # the broker timeout in these tests
 Instance = tuple[Broker, Presence]
-OpenInstances = Callable[[int], AsyncContextManager[list[Instance]]]
+OpenInstances = Callable[[int], AbstractAsyncContextManager[list[Instance]]]
 
 
 @asynccontextmanager
@@ -37,7 +38,7 @@ async def _memory_instances(n: int) -> AsyncIterator[list[Instance]]:
     async with open_broker(Settings()) as (broker, presence):
         assert isinstance(broker, MemoryBroker) and isinstance(presence, MemoryPresence)
         pairs: list[Instance] = [(broker, presence)]
-        yield pairs + [(broker, presence.sibling()) for _ in range(n - 1)]
+        yield pairs + [(broker.sibling(), presence.sibling()) for _ in range(n - 1)]
 
 
 def _redis_instances(url: str) -> OpenInstances:
@@ -58,38 +59,106 @@ def instances(request: pytest.FixtureRequest) -> OpenInstances:
     return _redis_instances(request.getfixturevalue("redis_url"))
 
 
-async def subscribe(nursery: trio.Nursery, broker: Broker) -> trio.MemoryReceiveChannel[Delivery]:
-    """Start a subscription owned by ``nursery``; its deliveries arrive on the channel."""
-    send, receive = trio.open_memory_channel[Delivery](1000)
-    await nursery.start(broker.subscribe, send.send_nowait)
-    return receive
+class Inbox:
+    """One subscription's deliveries: its messages, and the topics it was told it hears."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[Delivery](100_000)
+        self.followed: set[str] = set()
+
+    def deliver(self, delivery: Delivery) -> None:
+        self._send.send_nowait(delivery)
+
+    async def message(self) -> Message:
+        while True:
+            delivery = await self._receive.receive()
+            if isinstance(delivery, Followed):
+                self.followed |= delivery.topics
+            elif isinstance(delivery, Message):
+                return delivery
+            else:
+                raise TypeError(f"unexpected {delivery!r}")
+
+    def nothing_more(self) -> bool:
+        """No message waiting (confirmations aside)."""
+        while True:
+            try:
+                delivery = self._receive.receive_nowait()
+            except trio.WouldBlock:
+                return True
+            if not isinstance(delivery, Followed):
+                return False
 
 
-async def test_messages_reach_every_subscriber_in_publish_order(instances: OpenInstances) -> None:
+async def subscribe(nursery: trio.Nursery, broker: Broker, *topics: str) -> Inbox:
+    """A subscription owned by ``nursery``, following ``topics`` (heard when this returns)."""
+    inbox = Inbox()
+    await nursery.start(broker.subscribe, inbox.deliver)
+    for topic in topics:
+        broker.follow(topic)
+    await heard(broker, *topics)
+    return inbox
+
+
+async def heard(broker: Broker, *topics: str) -> None:
+    while not all(broker.following(t) for t in topics):
+        await trio.sleep(0.005)
+
+
+async def test_messages_reach_the_followers_of_their_topic_in_publish_order(
+    instances: OpenInstances,
+) -> None:
     with trio.fail_after(10):
-        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
-            # two subscribers on the publishing instance, one on another instance
-            inboxes = [await subscribe(nursery, a), await subscribe(nursery, a)]
-            inboxes.append(await subscribe(nursery, b))
+        async with instances(3) as [(a, _), (b, _), (c, _)], trio.open_nursery() as nursery:
+            on_a, on_b = await subscribe(nursery, a, "ada"), await subscribe(nursery, b, "ada")
+            on_c = await subscribe(nursery, c, "bob")  # c has none of ada's devices
             sent = [f"message {i}".encode() for i in range(100)]
             for payload in sent:
-                await a.publish(payload)
+                await a.publish_many([("ada", payload)])
+            await a.publish_many([("bob", b"for bob")])
+            for inbox in (on_a, on_b):
+                assert [await inbox.message() for _ in sent] == [Message("ada", p) for p in sent]
+            assert await on_c.message() == Message("bob", b"for bob")  # and nothing of ada's
+            assert on_a.nothing_more() and on_b.nothing_more() and on_c.nothing_more()
+            nursery.cancel_scope.cancel()
+
+
+async def test_everyone_is_heard_by_every_instance(instances: OpenInstances) -> None:
+    with trio.fail_after(10):
+        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
+            inboxes = [await subscribe(nursery, a), await subscribe(nursery, b)]
+            await b.publish_many([(EVERYONE, b"revoked")])
             for inbox in inboxes:
-                assert [await inbox.receive() for _ in sent] == [Message(p) for p in sent]
+                assert await inbox.message() == Message(EVERYONE, b"revoked")
+            nursery.cancel_scope.cancel()
+
+
+async def test_an_unfollowed_topic_is_not_heard_any_more(instances: OpenInstances) -> None:
+    with trio.fail_after(10):
+        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, b, "ada", "bob")
+            b.unfollow("ada")
+            while b.following("ada"):
+                await trio.sleep(0.005)
+            await a.publish_many([("ada", b"not for b"), ("bob", b"for b")])
+            assert await inbox.message() == Message("bob", b"for b")  # ada's was not delivered
+            b.follow("ada")
+            await heard(b, "ada")
+            await a.publish_many([("ada", b"again")])
+            assert await inbox.message() == Message("ada", b"again")
             nursery.cancel_scope.cancel()
 
 
 async def test_publish_many_delivers_each_in_order_after_earlier_publishes(instances: OpenInstances) -> None:
     with trio.fail_after(10):
         async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
-            inbox = await subscribe(nursery, b)
-            await a.publish(b"first")
-            await a.publish_many([f"batch {i}".encode() for i in range(50)])
+            inbox = await subscribe(nursery, b, "t")
+            await a.publish_many([("t", b"first")])
+            await a.publish_many([("t", f"batch {i}".encode()) for i in range(50)])
             await a.publish_many([])  # nothing to send is not an error
-            await a.publish_many([b"alone"])
-            await a.publish(b"last")
+            await a.publish_many([("t", b"alone"), ("t", b"last")])
             expected = [b"first", *(f"batch {i}".encode() for i in range(50)), b"alone", b"last"]
-            assert [await inbox.receive() for _ in expected] == [Message(p) for p in expected]
+            assert [await inbox.message() for _ in expected] == [Message("t", p) for p in expected]
             nursery.cancel_scope.cancel()
 
 
@@ -104,12 +173,10 @@ async def test_payload_bytes_round_trip(instances: OpenInstances) -> None:
     ]
     with trio.fail_after(10):
         async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
-            inbox = await subscribe(nursery, b)
+            inbox = await subscribe(nursery, b, "t")
+            await a.publish_many([("t", p) for p in payloads])
             for payload in payloads:
-                await a.publish(payload)
-            for payload in payloads:
-                received = await inbox.receive()
-                assert isinstance(received, Message)
+                received = await inbox.message()
                 assert type(received.payload) is bytes
                 assert received.payload == payload
             nursery.cancel_scope.cancel()
@@ -118,15 +185,14 @@ async def test_payload_bytes_round_trip(instances: OpenInstances) -> None:
 async def test_cancelled_subscriber_gets_nothing_more(instances: OpenInstances) -> None:
     with trio.fail_after(10):
         async with instances(1) as [(broker, _)], trio.open_nursery() as nursery:
-            stays = await subscribe(nursery, broker)
+            stays = await subscribe(nursery, broker, "t")
             with trio.CancelScope() as leaving_scope:
                 async with trio.open_nursery() as inner:
-                    leaves = await subscribe(inner, broker)
+                    leaves = await subscribe(inner, broker, "t")
                     leaving_scope.cancel()
-            await broker.publish(b"after")
-            assert await stays.receive() == Message(b"after")
-            with pytest.raises(trio.WouldBlock):
-                leaves.receive_nowait()
+            await broker.publish_many([("t", b"after")])
+            assert await stays.message() == Message("t", b"after")
+            assert leaves.nothing_more()
             nursery.cancel_scope.cancel()
 
 
@@ -197,21 +263,22 @@ async def test_memory_deliver_error_fails_the_subscriber_not_the_publisher() -> 
     with trio.fail_after(5):
         with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="bug in deliver")):
             async with trio.open_nursery() as nursery:
-                healthy = await subscribe(nursery, broker)
+                healthy = await subscribe(nursery, broker, "t")
                 await nursery.start(broker.subscribe, broken)
-                await broker.publish(b"x")  # does not raise here
-                assert healthy.receive_nowait() == Message(b"x")
+                await broker.publish_many([("t", b"x")])  # does not raise here
+                assert await healthy.message() == Message("t", b"x")
         # the failed subscriber was removed: publishing still works
-        await broker.publish(b"y")
+        await broker.publish_many([("t", b"y")])
 
 
 async def test_memory_simulated_resubscribe() -> None:
     broker = MemoryBroker()
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            inbox = await subscribe(nursery, broker)
+            inbox = Inbox()
+            await nursery.start(broker.subscribe, inbox.deliver)
             broker.simulate_resubscribe()
-            assert await inbox.receive() == Resubscribed()
+            assert await inbox._receive.receive() == Resubscribed()
             nursery.cancel_scope.cancel()
 
 
@@ -219,7 +286,7 @@ async def test_closed_memory_broker_is_unavailable() -> None:
     broker = MemoryBroker()
     await broker.aclose()
     with trio.fail_after(5), pytest.raises(BrokerUnavailable):
-        await broker.publish(b"x")
+        await broker.publish_many([("t", b"x")])
 
 
 # -- the factory -----------------------------------------------------------------------------

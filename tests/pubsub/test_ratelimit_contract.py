@@ -5,8 +5,7 @@ usable Retry-After."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import AsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -16,7 +15,7 @@ from nursery.errors import BrokerUnavailable
 from nursery.pubsub import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
 from nursery.pubsub.ratelimit import gcra
 
-OpenLimiters = Callable[[int], AsyncContextManager[list[SharedRateLimiter]]]
+OpenLimiters = Callable[[int], AbstractAsyncContextManager[list[SharedRateLimiter]]]
 
 
 @asynccontextmanager

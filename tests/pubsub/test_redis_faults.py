@@ -7,6 +7,8 @@ Timings are printed (``pytest -s``) and asserted against generous bounds.
 
 from __future__ import annotations
 
+import re
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +18,7 @@ import pytest
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import Delivery, Message, Resubscribed
+from nursery.pubsub import Delivery, Followed, Message, Resubscribed
 from nursery.pubsub.redis import RedisBroker, RedisPresence
 
 TIMEOUT = 1.0  # broker timeout in these tests
@@ -37,8 +39,17 @@ async def redis_broker(url: str) -> AsyncIterator[RedisBroker]:
 async def subscribe(
     nursery: trio.Nursery, broker: RedisBroker
 ) -> trio.MemoryReceiveChannel[Delivery]:
+    """A subscription that follows the user "ada" (confirmations are not passed on)."""
     send, receive = trio.open_memory_channel[Delivery](1000)
-    await nursery.start(broker.subscribe, send.send_nowait)
+
+    def deliver(delivery: Delivery) -> None:
+        if not isinstance(delivery, Followed):
+            send.send_nowait(delivery)
+
+    await nursery.start(broker.subscribe, deliver)
+    broker.follow("ada")
+    while not broker.following("ada"):
+        await trio.sleep(0.005)
     return receive
 
 
@@ -76,7 +87,7 @@ async def test_publish_fails_within_the_timeout_when_redis_is_gone(
             await subscribe(nursery, broker)
             await (stop(own_redis) if fault == "stopped" else pause(own_redis, 5))
             for name, operation in [
-                ("publish", lambda: broker.publish(b"lost")),
+                ("publish", lambda: broker.publish_many([("ada", b"lost")])),
                 ("presence refresh", lambda: presence.refresh({"u": {"s"}}, 10)),
                 ("presence online", lambda: presence.online("u")),
             ]:
@@ -95,13 +106,13 @@ async def test_subscriber_resubscribes_after_a_restart_and_messages_flow_again(
     with trio.fail_after(20):
         async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
             inbox = await subscribe(nursery, broker)
-            await broker.publish(b"before")
-            assert await inbox.receive() == Message(b"before")
+            await broker.publish_many([("ada", b"before")])
+            assert await inbox.receive() == Message("ada", b"before")
 
             await stop(own_redis)
             await wait_disconnected(broker)
             with pytest.raises(BrokerUnavailable):
-                await broker.publish(b"lost")
+                await broker.publish_many([("ada", b"lost")])
             await trio.sleep(1.0)  # a real outage: the subscriber is backing off
 
             await start(own_redis)
@@ -111,9 +122,10 @@ async def test_subscriber_resubscribes_after_a_restart_and_messages_flow_again(
             print(f"\nresubscribed {took * 1000:.0f} ms after redis answered again")
             assert took < BACKOFF_CAP + TIMEOUT
 
-            # the same process publishes again, on a fresh pooled connection
-            await broker.publish(b"after")
-            assert await inbox.receive() == Message(b"after")
+            # the same process publishes again, on a fresh connection; ada's topic was
+            # subscribed again before Resubscribed was said
+            await broker.publish_many([("ada", b"after")])
+            assert await inbox.receive() == Message("ada", b"after")
             assert broker.reconnects == 1 and broker.connected
             nursery.cancel_scope.cancel()
 
@@ -131,8 +143,8 @@ async def test_a_silent_connection_is_noticed_and_replaced(own_redis: RedisServe
             assert noticed < PING_INTERVAL + TIMEOUT + 0.5
             assert await inbox.receive() == Resubscribed()
             assert time.perf_counter() - paused < pause_for + BACKOFF_CAP + TIMEOUT
-            await broker.publish(b"after")
-            assert await inbox.receive() == Message(b"after")
+            await broker.publish_many([("ada", b"after")])
+            assert await inbox.receive() == Message("ada", b"after")
             assert broker.reconnects == 1
             nursery.cancel_scope.cancel()
 
@@ -181,3 +193,34 @@ async def test_presence_works_again_after_a_restart(own_redis: RedisServer) -> N
             await start(own_redis)  # no persistence: the entry is gone with the data
             await presence.refresh({"u": {"s"}}, 10)
             assert await presence.online("u") == {"s"}
+
+
+async def test_a_storm_of_new_users_is_a_few_subscribe_commands(own_redis: RedisServer) -> None:
+    """5,000 users followed at once (a reconnect storm) are subscribed in batches: a handful
+    of SUBSCRIBE commands, not one each, and every one of them is heard."""
+
+    def subscribe_calls() -> int:
+        with socket.create_connection(("127.0.0.1", own_redis.port), timeout=5) as sock:
+            sock.sendall(b"INFO commandstats\r\n")
+            info = b""
+            while b"cmdstat_info" not in info and not info.endswith(b"\r\n\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                info += chunk
+        found = re.search(rb"cmdstat_subscribe:calls=(\d+)", info)
+        return int(found.group(1)) if found else 0
+
+    users = [f"user-{i}" for i in range(5000)]
+    with trio.fail_after(20):
+        async with redis_broker(own_redis.url) as broker, trio.open_nursery() as nursery:
+            await subscribe(nursery, broker)
+            before = subscribe_calls()
+            for user in users:
+                broker.follow(user)
+            while not all(broker.following(user) for user in users):
+                await trio.sleep(0.01)
+            calls = subscribe_calls() - before
+            print(f"\n5000 users followed in {calls} SUBSCRIBE commands")
+            assert 1 <= calls <= 10
+            nursery.cancel_scope.cancel()

@@ -27,11 +27,11 @@ import httpx
 import pytest
 import trio
 from graphql import GraphQLObjectType
-from nursery.edge import Edge
 from trio_websocket import open_websocket_url
 
 import nursery.app
 from nursery.api.graphql.schema import build_schema
+from nursery.edge import Edge
 from tests.harness import hello
 from tests.security.world import (
     KINDS,

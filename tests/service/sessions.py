@@ -16,15 +16,15 @@ from typing import Any
 
 import trio
 
+from nursery.api.graphql import Engine, build_schema
+from nursery.api.graphql.connection import GraphQLSocket
+from nursery.api.ws import SyncSocket
 from nursery.errors import StoreUnavailable, Unauthenticated
 from nursery.models import Change, ChangeBatch
 from nursery.protocol import close_codes
 from nursery.pubsub import events
 from nursery.pubsub.broker import Message, Resubscribed
 from nursery.service.accounts import Principal
-from nursery.api.graphql import Engine, build_schema
-from nursery.api.graphql.connection import GraphQLSocket
-from nursery.api.ws import SyncSocket
 from nursery.service.session import Session, SessionLimits, TransportClosed, Vocabulary
 
 USER, SESSION = "user-1", "session-1"
@@ -134,7 +134,7 @@ class Accounts:
 
 
 def message(event: events.Event) -> Message:
-    return Message(events.encode(event))
+    return Message(events.topic(event), events.encode(event))
 
 
 def change_message(change: Change) -> Message:

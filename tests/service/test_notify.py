@@ -23,14 +23,12 @@ class SlowBroker:
         self.down = down
         self.batches: list[list[bytes]] = []
 
-    async def publish(self, payload: bytes) -> None:
-        await self.publish_many([payload])
-
-    async def publish_many(self, payloads: Sequence[bytes]) -> None:
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
         await trio.sleep(self.delay)
         if self.down:
             raise BrokerUnavailable("redis PUBLISH failed: timed out")
-        self.batches.append(list(payloads))
+        assert all(topic == "user-1" for topic, _ in messages)  # each on its user's topic
+        self.batches.append([payload for _, payload in messages])
 
 
 def event(rev: int) -> TodoChanged:

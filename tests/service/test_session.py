@@ -17,7 +17,6 @@ from nursery.protocol import close_codes
 from nursery.pubsub.hub import Hub
 from nursery.pubsub.memory import MemoryBroker, MemoryPresence
 from nursery.service.session import Session
-
 from tests.service.sessions import (
     LIMITS,
     PROTOCOLS,
@@ -213,7 +212,7 @@ async def test_a_client_that_answers_pings_stays(
         answered = 0
         with trio.move_on_after(600):  # ten virtual minutes
             while True:
-                await wait_until(lambda: len(client.transport.of_type("ping")) > answered, poll=1)
+                await wait_until(lambda n=answered: len(client.transport.of_type("ping")) > n, poll=1)
                 answered += 1
                 await client.transport.client_sends(protocol.pong)
         assert client.outcome is None and answered >= 20

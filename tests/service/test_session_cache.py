@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from nursery.models import Session
 from nursery.service.session_cache import SessionCache
 
-
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 

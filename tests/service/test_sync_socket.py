@@ -13,7 +13,6 @@ import trio.testing
 from nursery.protocol import close_codes
 from nursery.pubsub.hub import Hub
 from nursery.pubsub.memory import MemoryBroker, MemoryPresence
-
 from tests.service.sessions import PROTOCOLS, RESUBSCRIBED, Accounts, ChangeLog, change_message
 from tests.service.test_session import Client, wait_until
 

@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 import trio
 
-from nursery.stores.asyncio_thread import AsyncioThread, open_asyncio_thread
 from nursery.errors import StoreUnavailable
+from nursery.stores.asyncio_thread import AsyncioThread, open_asyncio_thread
 from nursery.stores.embedded import PrivatePostgres, free_port, open_private_postgres
 
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import trio
 
-from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.errors import StoreUnavailable
 from nursery.models import TodoDraft, TodoPatch
+from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.stores.mongo import MongoStore, open_mongo_store
 from nursery.stores.mongo._schema import COLLECTIONS, INDEXES
 from nursery.stores.mongo._transactions import MAX_ATTEMPTS

@@ -8,8 +8,8 @@ import uuid
 import asyncpg
 import trio
 
-from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.models import TodoDraft
+from nursery.stores.asyncio_thread import open_asyncio_thread
 from nursery.stores.postgres import open_postgres_store
 
 

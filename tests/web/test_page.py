@@ -33,6 +33,7 @@ from tests.web.browsing import (
     todo,
 )
 
+
 def test_two_devices_see_each_others_changes_within_a_second(
     pages: Pages, cluster: Cluster
 ) -> None:

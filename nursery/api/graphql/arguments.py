@@ -66,6 +66,6 @@ class WriteOptions(_Arguments):
         return value
 
 
-def parse(model: type[inputs.M], **arguments: Any) -> inputs.M:
+def parse[M: BaseModel](model: type[M], **arguments: Any) -> M:
     """Validate resolver arguments (``None`` means not given); raises ``InvalidInput``."""
     return inputs.parse_object(model, {k: v for k, v in arguments.items() if v is not None})

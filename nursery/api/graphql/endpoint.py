@@ -16,11 +16,10 @@ from typing import Any
 
 from graphql import OperationType
 from quart import Response, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
 from nursery.api.errors import json_dumps
 from nursery.api.security import client_address
-from nursery.errors import TooLarge
+from nursery.protocol.graphql_ws import bearer_token
 from nursery.service.accounts import Accounts
 from nursery.service.todos import Todos
 
@@ -28,7 +27,6 @@ from .context import Caller, Context
 from .engine import BadRequest, Engine, GraphQLRequest, Operation
 from .errors import INVALID, MALFORMED, error
 from .explorer import CSP, explorer_page
-from nursery.protocol.graphql_ws import bearer_token
 
 
 def _json(body: dict[str, Any], status: int = 200, **headers: str) -> Response:
@@ -51,10 +49,7 @@ class GraphQLEndpoint:
         self._page = explorer_page(engine.schema)
 
     async def post(self) -> Response:
-        try:
-            body = await request.get_data()
-        except RequestEntityTooLarge:
-            return _refused(413, "the request body is too large", TooLarge.code)
+        body = await request.get_data()  # never over max_body_bytes: the edge refused it (413)
         try:
             graphql_request = GraphQLRequest.from_json(json.loads(body))
         except (ValueError, RecursionError):

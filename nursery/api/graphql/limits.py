@@ -169,7 +169,7 @@ class _Measure:
             bound = SIZE_ARGUMENTS.get(argument.name.value)
             if bound is not None:
                 return self._int(argument.value, bound)
-        for name, bound in SIZE_ARGUMENTS.items():
+        for name in SIZE_ARGUMENTS:
             given = definition.args.get(name)
             if given is not None and isinstance(given.default_value, int):
                 return given.default_value

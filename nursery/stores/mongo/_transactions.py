@@ -21,13 +21,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
-
-T = TypeVar("T")
 
 MAX_ATTEMPTS = 12
 MAX_COMMIT_ATTEMPTS = 4
@@ -41,7 +39,7 @@ UNKNOWN_COMMIT = "UnknownTransactionCommitResult"
 SNAPSHOT = ReadConcern("snapshot")
 MAJORITY = WriteConcern("majority")
 
-Body = Callable[[Any], Awaitable[T]]  # called with the session; every operation must pass it
+type Body[T] = Callable[[Any], Awaitable[T]]  # called with the session; every operation must pass it
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -59,7 +57,7 @@ def backoff(attempt: int) -> float:
     return min(BACKOFF_INITIAL * 2.0 ** (attempt - 1), BACKOFF_MAX) * (0.5 + random.random() / 2)
 
 
-async def run_transaction(client: Any, body: Body[T], *, attempts: int = MAX_ATTEMPTS) -> T:
+async def run_transaction[T](client: Any, body: Body[T], *, attempts: int = MAX_ATTEMPTS) -> T:
     """Run ``body(session)`` in one transaction and commit it; retry on transient errors.
 
     Raises the last transient error once ``attempts`` runs failed, and anything else the body

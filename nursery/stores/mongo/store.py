@@ -16,7 +16,6 @@ UUIDs name nothing (``NotFound`` or ``None``, as on PostgreSQL).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
@@ -32,6 +31,7 @@ import trio
 from pymongo import AsyncMongoClient
 
 from nursery.errors import NotFound, StoreUnavailable
+from nursery.ids import row_id
 from nursery.models import (
     ChangeBatch,
     Todo,
@@ -137,7 +137,7 @@ class MongoStore:
         self, user_id: str, draft: TodoDraft, *, idempotency_key: str | None = None
     ) -> WriteResult:
         uid = _known_id(user_id, "user")
-        apply = _todos.insert_todo(uid, str(uuid.uuid4()), draft)
+        apply = _todos.insert_todo(uid, str(row_id()), draft)
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
             _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",

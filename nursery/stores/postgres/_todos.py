@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from nursery.errors import InvalidInput, NotFound
+from nursery.ids import row_id
 from nursery.models import (
     Change,
     ChangeBatch,
@@ -129,7 +130,7 @@ def insert_todo(user_id: uuid.UUID, draft: TodoDraft) -> Apply:
         row = await conn.fetchrow(
             f"INSERT INTO todos (id, user_id, title, notes, done, due, tags, rev)"
             f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_TODO_COLUMNS}",
-            uuid.uuid4(),
+            row_id(),
             user_id,
             draft.title,
             draft.notes,
@@ -157,7 +158,7 @@ async def create_in_one_statement(
         RETURNING {_TODO_COLUMNS}
         """,
         user_id,
-        uuid.uuid4(),
+        row_id(),
         draft.title,
         draft.notes,
         draft.done,

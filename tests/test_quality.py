@@ -1,0 +1,25 @@
+"""The quality gates, as part of the suite (so CI, which runs the suite, enforces them):
+``mypy --strict`` over nursery/ and ruff (rules in pyproject.toml) over the whole tree."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_mypy_strict_finds_nothing() -> None:
+    result = run("mypy")  # packages and strictness: [tool.mypy] in pyproject.toml
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_finds_nothing() -> None:
+    result = run("ruff", "check", "nursery", "bench", "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
