@@ -95,6 +95,10 @@ class Settings:
         None, _url("redis", "rediss"),
         "Redis URL for the broker between instances; unset: in-process broker",
     )
+    redis_cluster: bool = _setting(
+        False, BOOL,
+        "NURSERY_REDIS_URL names a Redis Cluster node: shard the pub/sub by user (SSUBSCRIBE/SPUBLISH)",
+    )
     mongo_url: str | None = _setting(
         None, _url("mongodb", "mongodb+srv"),
         "MongoDB URL (a replica set: transactions) for todos, audit log and analytics;"

@@ -8,6 +8,9 @@ teardown and removes its scratch directory.
 - ``database_url`` (test): a brand-new empty database on ``pg_server``, dropped afterwards.
 - ``redis_server`` (session): one redis-server, no persistence.
 - ``redis_url`` (test): ``redis_server``'s URL, after FLUSHALL.
+- ``redis_cluster`` (session): a 3-master Redis Cluster (``RedisCluster``), no persistence.
+- ``redis_cluster_url`` (test): a seed URL of ``redis_cluster``, every node running and
+  healthy, its keys and scripts flushed.
 - ``own_redis`` / ``own_postgres`` (test): private servers the test may ``stop()`` and
   ``start()`` again on the same port (fault tests); stopped at teardown if still running.
 """
@@ -19,7 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import PrivatePostgres, RedisServer, new_database, scratch_dir
+from tests.servers import PrivatePostgres, RedisCluster, RedisServer, new_database, scratch_dir
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +85,23 @@ def own_postgres() -> Iterator[PrivatePostgres]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    directory = scratch_dir("nursery-redis-cluster-")
+    cluster = RedisCluster(directory)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    # A fault test that failed half-way may have left a node stopped.
+    redis_cluster.start()
+    redis_cluster.flushall()
+    return redis_cluster.url

@@ -5,6 +5,9 @@ session-scoped pytest fixtures can own them (pytest-trio's async fixtures are pe
   database there takes ~40 ms instead of ~350 ms on this machine's disk.
 - ``RedisServer``: a private ``redis-server`` (no persistence) on a fixed port that can be
   stopped and started again on the same port, for fault tests.
+- ``RedisCluster``: three such servers as the masters of one Redis Cluster (no replicas),
+  joined by ``redis-cli --cluster create``; one node can be stopped and started again, and
+  rejoins with its slots.
 - PostgreSQL: ``nursery.stores.embedded.PrivatePostgres`` (the same code ``nursery serve``
   uses), re-exported here with ``new_database()``.
 
@@ -23,12 +26,14 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
+from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.stores.embedded import PrivatePostgres, free_port
 
-__all__ = ["PrivatePostgres", "RedisServer", "ServerFailed", "free_port", "new_database",
-           "scratch_dir"]
+__all__ = ["PrivatePostgres", "RedisCluster", "RedisServer", "ServerFailed", "free_port",
+           "new_database", "scratch_dir"]
 
 RAM_DIR = Path("/dev/shm")
 RAM_DIR_MIN_FREE = 2 * 1024**3  # a cluster is ~40 MB, each database ~8 MB
@@ -55,11 +60,14 @@ def new_database(server: PrivatePostgres) -> str:
 
 class RedisServer:
     """``redis-server`` on ``127.0.0.1:port`` with its files in ``directory``; no snapshots,
-    no AOF. ``port`` is fixed at construction so a restart keeps the URL."""
+    no AOF. ``port`` is fixed at construction so a restart keeps the URL; ``options`` are
+    added to its command line."""
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None,
+                 options: Sequence[str] = ()) -> None:
         self.directory = directory
         self.port = port if port is not None else free_port()
+        self.options = list(options)
         self.log_path = directory / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -77,7 +85,7 @@ class RedisServer:
             return self.url
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                "--logfile", str(self.log_path), "--daemonize", "no"]
+                "--logfile", str(self.log_path), "--daemonize", "no", *self.options]
         try:
             self._process = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -127,6 +135,18 @@ class RedisServer:
     def command(self, *args: str, timeout: float = 5.0) -> bytes:
         """Send one command; return the first line of the reply (enough for status replies).
         Raises OSError when the server cannot be reached."""
+        return self._request(args, timeout, whole=False).split(b"\r\n", 1)[0]
+
+    def text(self, *args: str, timeout: float = 5.0) -> str:
+        """Send one command whose reply is a bulk string (``CLUSTER INFO``); return it.
+        Raises OSError when the server cannot be reached, ``ServerFailed`` on another reply."""
+        reply = self._request(args, timeout, whole=True)
+        head, _, body = reply.partition(b"\r\n")
+        if not head.startswith(b"$"):
+            raise ServerFailed(f"{' '.join(args)} on port {self.port} answered {head!r}")
+        return body[:int(head[1:])].decode()
+
+    def _request(self, args: Sequence[str], timeout: float, whole: bool) -> bytes:
         request = f"*{len(args)}\r\n".encode()
         for arg in args:
             data = arg.encode()
@@ -134,12 +154,12 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
             sock.sendall(request)
             reply = b""
-            while not reply.endswith(b"\r\n"):
-                chunk = sock.recv(4096)
+            while not _complete(reply, whole):
+                chunk = sock.recv(65536)
                 if not chunk:
                     raise ConnectionResetError("redis closed the connection")
                 reply += chunk
-        return reply.split(b"\r\n", 1)[0]
+        return reply
 
     def _log_tail(self) -> str:
         try:
@@ -147,3 +167,223 @@ class RedisServer:
         except OSError:
             return "(no log)"
         return "\n".join(lines[-LOG_TAIL_LINES:])
+
+
+def _complete(reply: bytes, whole: bool) -> bool:
+    """Whether ``reply`` holds its first line (and, with ``whole``, a bulk string's body)."""
+    head, found, body = reply.partition(b"\r\n")
+    if not found:
+        return False
+    if not whole or not head.startswith(b"$") or head == b"$-1":
+        return True
+    return len(body) >= int(head[1:]) + 2
+
+
+class RedisCluster:
+    """``nodes`` redis-servers (``RedisServer``, files in ``directory/node-N``) that are the
+    masters of one Redis Cluster, with the options of ``nursery cluster up --redis-cluster``
+    (``nursery.cluster.redis_cluster``: no replicas, the other shards keep serving while one
+    is down). Ports (client and cluster bus) are chosen once, so a node restarts on the same
+    ones and rejoins with its slots (its nodes.conf is kept; its data is not).
+
+    ``start`` returns once every node reports the whole cluster healthy (``ready``); so does
+    ``start_node``. Whoever calls ``start`` calls ``stop``."""
+
+    def __init__(self, directory: Path, *, nodes: int = redis_cluster.NODES) -> None:
+        self.directory = directory
+        ports: list[int] = []
+        while len(ports) < 2 * nodes:  # each node's client and bus ports, all distinct
+            if (port := free_port()) not in ports:
+                ports.append(port)
+        self.nodes: list[RedisServer] = []
+        for i in range(nodes):
+            node_dir = directory / f"node-{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisServer(node_dir, port=ports[2 * i], options=redis_cluster.node_args(
+                bus_port=ports[2 * i + 1], directory=node_dir)))
+        self._created = False
+        self._ids: dict[int, str] = {}  # node index → cluster id, asked once
+
+    @property
+    def urls(self) -> list[str]:
+        """One URL per node (the cluster has a single database: 0)."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """The first node's URL: a seed from which a client discovers the others."""
+        return self.nodes[0].url
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start every node not running, join them into a cluster the first time, and wait
+        until every node is ``ready``; return ``url``."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            node.start(timeout)
+        if not self._created:
+            self._create(max(1.0, deadline - time.monotonic()))
+            self._created = True
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def stop_node(self, index: int) -> None:
+        """Stop one node (SIGTERM): the slots it serves are unserved until ``start_node``."""
+        self.nodes[index].stop()
+
+    def start_node(self, index: int, timeout: float = 30.0) -> None:
+        """Start a stopped node again on its ports; return once the cluster is whole again
+        (the node serves its slots, every other node counts it healthy)."""
+        deadline = time.monotonic() + timeout
+        self.nodes[index].start(timeout)
+        self.wait_ready(max(1.0, deadline - time.monotonic()))
+
+    def ready(self) -> bool:
+        """Every node answers and reports the whole cluster healthy (``redis_cluster.ready``)."""
+        try:
+            infos = [redis_cluster.parse_info(node.text("CLUSTER", "INFO", timeout=1.0))
+                     for node in self.nodes]
+        except OSError:
+            return False
+        return all(redis_cluster.ready(info, len(self.nodes)) for info in infos)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                states = []
+                for node in self.nodes:
+                    try:
+                        info = redis_cluster.parse_info(node.text("CLUSTER", "INFO", timeout=1.0))
+                        states.append(f"{node.port}: {info.get('cluster_state')}, "
+                                      f"{info.get('cluster_slots_ok')} slots ok, "
+                                      f"{info.get('cluster_known_nodes')} nodes known")
+                    except OSError as exc:
+                        states.append(f"{node.port}: {exc}")
+                raise ServerFailed(f"the Redis Cluster was not ready within {timeout:.0f} s: "
+                                   + "; ".join(states))
+            time.sleep(0.02)
+
+    def flushall(self) -> None:
+        """Every node's keys and cached Lua scripts gone (scripts too: a test of EVALSHA's
+        fallback must find them unknown)."""
+        for node in self.nodes:
+            node.flushall()
+            reply = node.command("SCRIPT", "FLUSH")
+            if reply != b"+OK":
+                raise ServerFailed(f"SCRIPT FLUSH on port {node.port} answered {reply!r}")
+
+    def node_id(self, index: int) -> str:
+        """A node's cluster id (kept in its nodes.conf: the same after a restart)."""
+        if index not in self._ids:
+            self._ids[index] = self.nodes[index].text("CLUSTER", "MYID")
+        return self._ids[index]
+
+    def owner(self, slot: int) -> int | None:
+        """The index of the node serving ``slot`` if every running node says so, else None."""
+        ids = [self.node_id(i) for i in range(len(self.nodes))]
+        seen = {_slot_owner(node.text("CLUSTER", "NODES"), slot)
+                for node in self.nodes if node.running}
+        if len(seen) != 1:
+            return None
+        (owner,) = seen
+        return ids.index(owner) if owner in ids else None
+
+    def take_over_slot(self, slot: int, target: int, timeout: float = 10.0) -> None:
+        """``slot``, served by a stopped node, given to node ``target`` as a failover would
+        (with a newer config epoch, so the old owner gives it up when it is back); returns
+        once every running node says so."""
+        source = self.owner(slot)
+        assert source is not None and not self.nodes[source].running, (slot, source)
+        self._ok(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", self.node_id(source))
+        for index, node in enumerate(self.nodes):
+            if node.running:  # the target first: it takes a new epoch as it ends importing
+                self._ok(index, "CLUSTER", "SETSLOT", str(slot), "NODE", self.node_id(target))
+        self._wait_owner(slot, target, timeout)
+
+    def begin_slot_migration(self, slot: int, target: int) -> None:
+        """``slot`` IMPORTING on node ``target``, MIGRATING on its owner (the first step of
+        ``redis-cli --cluster reshard``): its owner answers ``-ASK`` for keys it lacks."""
+        source = self.owner(slot)
+        assert source is not None and source != target, (slot, source, target)
+        self._ok(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", self.node_id(source))
+        self._ok(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", self.node_id(target))
+
+    def move_keys(self, slot: int, target: int, keys: Sequence[str]) -> None:
+        """MIGRATE ``keys`` (all of ``slot``) from the slot's owner to node ``target``."""
+        source = self.owner(slot)
+        assert source is not None
+        port = str(self.nodes[target].port)
+        for key in keys:
+            reply = self.nodes[source].command("MIGRATE", "127.0.0.1", port, key, "0", "5000")
+            if reply not in (b"+OK", b"+NOKEY"):
+                raise ServerFailed(f"MIGRATE {key} answered {reply!r}")
+
+    def end_slot_migration(self, slot: int, target: int, timeout: float = 10.0) -> None:
+        """``slot`` assigned to node ``target`` (told to it first, then to the others, as
+        Redis documents); returns once every node says so."""
+        order = [target] + [i for i in range(len(self.nodes)) if i != target]
+        for index in order:
+            self._ok(index, "CLUSTER", "SETSLOT", str(slot), "NODE", self.node_id(target))
+        self._wait_owner(slot, target, timeout)
+
+    def _wait_owner(self, slot: int, owner: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.owner(slot) != owner:
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"the nodes do not agree that node {owner} has slot {slot}")
+            time.sleep(0.01)
+
+    def migrate_slot(self, slot: int, target: int, keys: Sequence[str] = ()) -> None:
+        """Move ``slot`` with its ``keys`` (all of them) to node ``target``."""
+        self.begin_slot_migration(slot, target)
+        self.move_keys(slot, target, keys)
+        self.end_slot_migration(slot, target)
+
+    def reset_slot(self, slot: int, owner: int) -> None:
+        """Undo whatever a test did to ``slot``: every node's data flushed (``flushall``),
+        any migration of it cancelled (``SETSLOT STABLE``), then served by node ``owner``
+        (assigned again if no node served it)."""
+        self.flushall()
+        for index in range(len(self.nodes)):
+            self._ok(index, "CLUSTER", "SETSLOT", str(slot), "STABLE")
+        current = self.owner(slot)
+        if current is None:  # unassigned (DELSLOTS)
+            self._ok(owner, "CLUSTER", "ADDSLOTS", str(slot))
+            self._wait_owner(slot, owner, 10.0)
+        elif current != owner:
+            self.migrate_slot(slot, owner)
+
+    def _ok(self, index: int, *args: str) -> None:
+        reply = self.nodes[index].command(*args)
+        if reply != b"+OK":
+            raise ServerFailed(f"{' '.join(args)} on port {self.nodes[index].port} answered {reply!r}")
+
+    def _create(self, timeout: float) -> None:
+        redis_cli = shutil.which("redis-cli")
+        if redis_cli is None:
+            raise ServerFailed("redis-cli not found: apt-get install redis-tools")
+        argv = redis_cluster.create_argv(redis_cli, "127.0.0.1", [n.port for n in self.nodes])
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise ServerFailed(f"redis-cli --cluster create took over {timeout:.0f} s") from exc
+        if result.returncode != 0:
+            raise ServerFailed(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
+
+
+def _slot_owner(cluster_nodes: str, slot: int) -> str | None:
+    """The id of the node serving ``slot`` in a ``CLUSTER NODES`` reply."""
+    for line in cluster_nodes.splitlines():
+        fields = line.split()
+        for entry in fields[8:]:
+            if entry.startswith("["):  # a migration in progress, not ownership
+                continue
+            first, _, last = entry.partition("-")
+            if int(first) <= slot <= int(last or first):
+                return fields[0]
+    return None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from nursery.stores.embedded import PrivatePostgres
 
 if TYPE_CHECKING:  # imported by conftest at run time; see there for why not here
-    from tests.servers import RedisServer
+    from tests.servers import RedisCluster, RedisServer
 
 
 def test_own_redis_stops_and_starts_on_the_same_port(own_redis: RedisServer) -> None:
@@ -39,3 +39,11 @@ def test_database_url_is_new_and_empty(pg_server: PrivatePostgres, database_url:
     tables = pg_server.execute(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", database=name)
     assert tables.strip() == "0"
+
+
+def test_redis_cluster_url_is_a_whole_flushed_cluster(redis_cluster: RedisCluster,
+                                                       redis_cluster_url: str) -> None:
+    assert redis_cluster_url == redis_cluster.url
+    assert redis_cluster.ready()  # every node: state ok, 16384 slots ok, 3 nodes known
+    assert [node.command("DBSIZE") for node in redis_cluster.nodes] == [b":0"] * 3
+    assert {redis_cluster.owner(slot) for slot in (0, 8000, 16383)} == {0, 1, 2}

@@ -2,9 +2,10 @@
 
 ``up`` runs a supervisor that starts, as child processes it owns: PostgreSQL (a private server
 in ``DIR/pg``, unless ``NURSERY_DATABASE_URL`` is set), ``redis-server`` (unless
-``NURSERY_REDIS_URL`` is set), N ``nursery serve`` instances on ports ``base_port``.. and Caddy
-(``conf/Caddyfile``) in front of them on ``proxy_port``. The other commands talk to it through
-its directory (default ``.nursery/cluster``)::
+``NURSERY_REDIS_URL`` is set; with ``--redis-cluster``, a Redis Cluster of three masters
+``redis-1``..``redis-3`` in ``DIR/redis-cluster``), N ``nursery serve`` instances on ports
+``base_port``.. and Caddy (``conf/Caddyfile``) in front of them on ``proxy_port``. The other
+commands talk to it through its directory (default ``.nursery/cluster``)::
 
     DIR/state.json      pids, ports, states, restarts, the last rolling restart (0600)
     DIR/supervisor.lock held (flock) while the supervisor runs
@@ -17,8 +18,9 @@ its directory (default ``.nursery/cluster``)::
 and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
 
 Modules: ``_config`` (what to run), ``_supervisor`` (running it), ``_probes`` (is it
-answering), ``_state`` (the directory), ``_prometheus`` (its scrape config), ``_commands``
-(the command line).
+answering), ``_state`` (the directory), ``_prometheus`` (its scrape config), ``_redis_cluster``
+(what makes redis-servers a cluster; shared with the tests' fixture), ``_commands`` (the
+command line).
 
 Errors::
 

@@ -40,7 +40,12 @@ from nursery.cluster._config import (
     ClusterError,
 )
 from nursery.cluster._logs import log_tail, redact
-from nursery.cluster._probes import postgres_probe_of, readyz_probe, redis_probe_of
+from nursery.cluster._probes import (
+    postgres_probe_of,
+    readyz_probe,
+    redis_cluster_probe_of,
+    redis_probe_of,
+)
 from nursery.cluster._run import run_cluster
 from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
 from nursery.errors import NurseryError
@@ -54,7 +59,7 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
     async def one(name: str, probe: Callable[[], Any]) -> None:
         results[name] = await probe()
 
-    probes = {"redis": redis_probe_of, "postgres": postgres_probe_of}
+    probes = {"redis": redis_probe_of, "redis-node": redis_cluster_probe_of, "postgres": postgres_probe_of}
     async with trio.open_nursery() as nursery:
         for proc in state.get("processes", []):
             make = probes.get(proc["kind"], readyz_probe)
@@ -74,8 +79,9 @@ def format_status(state: dict[str, Any], probes: dict[str, str | None], running:
     database = state.get("database", {})
     if database.get("external"):
         rows.append(("postgres", "-", database.get("url", "?"), "external", "-", "-", "-", "-", "-"))
-    if not any(p["kind"] == "redis" for p in state["processes"]):
-        rows.append(("redis", "-", redact(state.get("redis_url", "")), "external", "-", "-", "-", "-", "-"))
+    if not any(p["kind"] in ("redis", "redis-node") for p in state["processes"]):
+        kind = "external cluster" if state.get("redis_cluster") else "external"
+        rows.append(("redis", "-", redact(state.get("redis_url", "")), kind, "-", "-", "-", "-", "-"))
     for proc in state["processes"]:
         up = _duration(now - proc["started_at"]) if proc["pid"] and proc["started_at"] else "-"
         rows.append((proc["name"], str(proc["pid"] or "-"), f"{proc['host']}:{proc['port']}",
@@ -214,6 +220,8 @@ def _up_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--caddy", args.caddy]
     if args.caddyfile:
         flags += ["--caddyfile", str(args.caddyfile)]
+    if args.redis_cluster:
+        flags.append("--redis-cluster")
     return flags
 
 
@@ -243,6 +251,10 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--caddyfile", type=Path, help="default: conf/Caddyfile of the checkout")
     up.add_argument("--ready-timeout", type=float, default=60.0,
                     help="seconds each process may take to get ready (default 60)")
+    up.add_argument("--redis-cluster", action="store_true", default=None,
+                    help="a Redis Cluster of 3 masters instead of one Redis (needs redis-cli); "
+                         "with NURSERY_REDIS_URL set: it names a cluster node (also "
+                         "NURSERY_REDIS_CLUSTER=true)")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -275,7 +287,8 @@ def run_cluster_command(args: argparse.Namespace) -> int:
         config = ClusterConfig.from_env(
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
-            caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout)
+            caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
+            redis_cluster=args.redis_cluster)
         _check_config(config)
         trio.run(run_cluster, config)
     except BaseException as exc:
@@ -294,9 +307,13 @@ def _check_config(config: ClusterConfig) -> None:
         raise ClusterError(f"the drain delay ({config.effective_drain_delay:g} s) must be longer "
                            f"than Caddy's health check interval ({config.health_interval:g} s), "
                            f"or requests reach instances whose listener has closed")
-    for program in (config.caddy, *(() if config.redis_url else (config.redis_server,))):
+    programs = {config.caddy: "caddy"}
+    if not config.redis_url:
+        programs[config.redis_server] = "redis-server"
+        if config.redis_cluster:
+            programs[config.redis_cli] = "redis-tools"
+    for program, package in programs.items():
         if shutil.which(program) is None:
-            package = "caddy" if program == config.caddy else "redis-server"
             raise ClusterError(f"{program} not found: install Debian's {package} package"
                                + (" or set NURSERY_CADDY" if package == "caddy" else ""))
     busy = [p for p in (*config.instance_ports, config.proxy_port) if listen_problem(config.host, p)]

@@ -45,6 +45,8 @@ class ClusterConfig:
     caddy: str = "caddy"
     caddyfile: Path | None = None
     redis_server: str = "redis-server"
+    redis_cluster: bool = False  # a Redis Cluster (of our own, or NURSERY_REDIS_URL's node)
+    redis_cli: str = "redis-cli"  # forms our own cluster
     health_interval: float = 1.0
     drain_delay: float | None = None
     shutdown_timeout: float = 15.0
@@ -68,6 +70,7 @@ class ClusterConfig:
         values: dict[str, Any] = {
             "database_url": settings.database_url,
             "redis_url": settings.redis_url,
+            "redis_cluster": settings.redis_cluster,
             "secret_key": settings.secret_key,
             "shutdown_timeout": settings.shutdown_timeout,
             "caddy": environ.get("NURSERY_CADDY") or "caddy",

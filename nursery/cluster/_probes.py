@@ -13,6 +13,9 @@ from typing import Any
 
 import trio
 
+from nursery.cluster import _redis_cluster as redis_cluster
+from nursery.pubsub import resp
+
 PROBE_TIMEOUT = 2.0
 MAX_RESPONSE = 1 << 20
 
@@ -103,6 +106,27 @@ async def redis_probe(host: str, port: int) -> str | None:
     except (OSError, trio.TooSlowError, trio.BrokenResourceError):
         return None
     return "PONG" if reply.startswith(b"+PONG") else None
+
+
+def redis_cluster_probe_of(host: str, port: int) -> Callable[[], Any]:
+    return lambda: redis_cluster_probe(host, port)
+
+
+async def redis_cluster_probe(host: str, port: int) -> str | None:
+    """"cluster ok, slots 0-5460" when the node reports the whole cluster healthy (state ok,
+    every slot served, every node known: ``redis_cluster.ready``), with the slots it serves;
+    a node that answers PING but is not (yet) part of a healthy cluster is not ready."""
+    address = f"[{host}]" if ":" in host else host
+    try:
+        async with resp.Connection.open(f"redis://{address}:{port}", timeout=PROBE_TIMEOUT) as connection:
+            info, nodes = await connection.pipeline([("CLUSTER", "INFO"), ("CLUSTER", "NODES")])
+    except (resp.RedisError, OSError, trio.TooSlowError):
+        return None
+    if not isinstance(info, bytes) or not isinstance(nodes, bytes):
+        return None  # refused: not a cluster node
+    if not redis_cluster.ready(redis_cluster.parse_info(info.decode())):
+        return None
+    return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
 
 
 def postgres_probe_of(host: str, port: int) -> Callable[[], Any]:

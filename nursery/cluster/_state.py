@@ -83,7 +83,8 @@ def live_pids(state: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 
 def _same_command(proc: dict[str, Any], running: str) -> bool:
-    if proc["kind"] == "redis":  # redis-server rewrites its title to "redis-server HOST:PORT"
+    # redis-server rewrites its title to "redis-server HOST:PORT" (plus " [cluster]")
+    if proc["kind"] in ("redis", "redis-node"):
         return running.startswith("redis-server") and f":{proc['port']}" in running
     running = running.strip()
     # PostgreSQL is started through setpriv (as the postgres user), which execs it: the

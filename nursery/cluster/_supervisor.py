@@ -18,6 +18,14 @@ round robin reaches it within a few tries once Caddy's health check has passed).
 the next one. A step that does not finish within ``ready_timeout`` stops the roll (the other
 instances are left alone) and the roll is reported failed.
 
+With ``--redis-cluster`` (``config.redis_cluster`` and no Redis URL) Redis is a Redis Cluster
+of ``redis_cluster.NODES`` masters instead (children ``redis-1``.., files in
+``DIR/redis-cluster/node-N``): started together, joined by ``redis-cli --cluster create`` once
+each answers PING, ready once each reports the whole cluster healthy. A new cluster on every
+``up`` (new ports); a node that dies is restarted on its ports with its nodes.conf and rejoins
+with its slots (its data is gone: nothing is persisted). The instances get the first node's
+URL and ``NURSERY_REDIS_CLUSTER=true``.
+
 PostgreSQL runs in the foreground as a child like the others (``postgres -D DIR/pg``, as the
 ``postgres`` user when we are root), so a crash is seen and restarted the same way; it starts
 first, and the ``nursery`` database is created once it answers.
@@ -34,6 +42,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -44,9 +53,17 @@ from typing import Any
 
 import trio
 
+from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
 from nursery.cluster._logs import describe_exit, log_tail, note, redact
-from nursery.cluster._probes import postgres_probe_of, readyz_probe, redis_probe_of, until_proxy_reaches
+from nursery.cluster._probes import (
+    postgres_probe_of,
+    readyz_probe,
+    redis_cluster_probe_of,
+    redis_probe,
+    redis_probe_of,
+    until_proxy_reaches,
+)
 from nursery.cluster._state import write_private
 from nursery.stores.embedded import PrivatePostgres, free_port
 
@@ -69,7 +86,7 @@ class Child:
     nobody asked for."""
 
     name: str
-    kind: str  # "postgres", "redis", "instance", "caddy"
+    kind: str  # "postgres", "redis", "redis-node" (of a Redis Cluster), "instance", "caddy"
     argv: list[str]
     env: dict[str, str]
     host: str
@@ -145,7 +162,9 @@ class Supervisor:
                 "postgres", "postgres", postgres_argv, _postgres_env(base_env), "127.0.0.1",
                 pg.port, logs / "postgres.log", postgres_probe_of("127.0.0.1", pg.port),
                 stop_signal=signal.SIGINT))
-        if not config.redis_url:
+        if not config.redis_url and config.redis_cluster:
+            self._plan_redis_cluster(base_env)
+        elif not config.redis_url:
             port = free_port(config.host)
             self.redis_url = f"redis://{config.host}:{port}/0"
             redis_dir = self.directory / "redis"
@@ -162,6 +181,7 @@ class Supervisor:
             env = {**base_env,
                    "NURSERY_DATABASE_URL": self.database_url,
                    "NURSERY_REDIS_URL": self.redis_url,
+                   "NURSERY_REDIS_CLUSTER": "true" if config.redis_cluster else "false",
                    "NURSERY_SECRET_KEY": secret_key,
                    "NURSERY_INSTANCE_NAME": name,
                    "NURSERY_DRAIN_DELAY": f"{config.effective_drain_delay:g}",
@@ -200,6 +220,31 @@ class Supervisor:
         self.caddy_admin = f"{config.host}:{admin_port}"
         self.children.append(self.caddy)
 
+    def _plan_redis_cluster(self, base_env: dict[str, str]) -> None:
+        config, logs = self.config, self.directory / LOG_DIR
+        root = self.directory / "redis-cluster"
+        # A new cluster every time: its ports are chosen anew, and a nodes.conf left by an
+        # earlier run would name peers on the old ones.
+        shutil.rmtree(root, ignore_errors=True)
+        taken = {*config.instance_ports, config.proxy_port}
+        ports: list[int] = []
+        while len(ports) < 2 * redis_cluster.NODES:  # a client and a bus port per node
+            if (port := free_port(config.host)) not in taken:
+                taken.add(port)
+                ports.append(port)
+        for i in range(redis_cluster.NODES):
+            port, bus_port = ports[2 * i], ports[2 * i + 1]
+            node_dir = root / f"node-{i + 1}"
+            node_dir.mkdir(parents=True)
+            self.children.append(Child(
+                f"redis-{i + 1}", "redis-node",
+                [config.redis_server, "--port", str(port), "--bind", config.host, "--save", "",
+                 "--appendonly", "no", "--dir", str(node_dir), "--daemonize", "no",
+                 *redis_cluster.node_args(bus_port=bus_port, directory=node_dir)],
+                base_env, config.host, port, logs / f"redis-{i + 1}.log",
+                redis_cluster_probe_of(config.host, port)))
+        self.redis_url = f"redis://{config.host}:{ports[0]}/0"  # a seed: clients find the rest
+
     # -- state file -----------------------------------------------------------------------
 
     def write_state(self) -> None:
@@ -210,6 +255,7 @@ class Supervisor:
             "caddy_admin": self.caddy_admin,
             "database": {**self.database_info, "url": redact(self.database_url)},
             "redis_url": self.redis_url,
+            "redis_cluster": self.config.redis_cluster,
             "health_interval": self.config.health_interval,
             "drain_delay": self.config.effective_drain_delay,
             "shutdown_timeout": self.config.shutdown_timeout,
@@ -329,22 +375,48 @@ class Supervisor:
         deadline = trio.current_time() + timeout
         for child in children:
             while child.state != "ready":
-                if child.state in ("backoff", "stopped") or child.generation > 1:
-                    raise ClusterError(f"{child.name} exited during startup "
-                                       f"({describe_exit(child.last_exit)}); "
-                                       f"{child.log_path} ends:\n{log_tail(child.log_path)}")
+                _check_started(child)
                 if trio.current_time() > deadline:
                     raise ClusterError(f"{child.name} was not ready after {timeout:.0f} s; "
                                        f"{child.log_path} ends:\n{log_tail(child.log_path)}")
                 await trio.sleep(POLL)
 
+    async def form_redis_cluster(self, nodes: Sequence[Child]) -> None:
+        """Join the new ``nodes`` into one cluster, once each answers PING. Raises
+        ``ClusterError`` if one exits or is silent, or ``redis-cli`` fails, within
+        ``ready_timeout`` (its output: ``DIR/logs/redis-cluster-create.log``)."""
+        timeout = self.config.ready_timeout
+        deadline = trio.current_time() + timeout
+        for child in nodes:
+            while await redis_probe(child.host, child.port) is None:
+                _check_started(child)
+                if trio.current_time() > deadline:
+                    raise ClusterError(f"{child.name} did not answer PING within {timeout:.0f} s; "
+                                       f"{child.log_path} ends:\n{log_tail(child.log_path)}")
+                await trio.sleep(POLL)
+        argv = redis_cluster.create_argv(self.config.redis_cli, self.config.host, [c.port for c in nodes])
+        log.info("forming the Redis Cluster: %s", " ".join(argv))
+        output_path = self.directory / LOG_DIR / "redis-cluster-create.log"
+        with trio.move_on_after(max(1.0, deadline - trio.current_time())) as waited:
+            result = await trio.run_process(argv, stdin=b"", capture_stdout=True, capture_stderr=True,
+                                            check=False)
+        if waited.cancelled_caught:
+            raise ClusterError(f"{' '.join(argv[:3])} did not finish within {timeout:.0f} s")
+        output_path.write_bytes(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise ClusterError(f"{' '.join(argv)} failed ({describe_exit(result.returncode)}); "
+                               f"{output_path} ends:\n{log_tail(output_path)}")
+
     async def start_all(self, nursery: trio.Nursery) -> None:
         postgres = [c for c in self.children if c.kind == "postgres"]
+        redis_nodes = [c for c in self.children if c.kind == "redis-node"]
         stages: list[list[Child]] = [postgres, [c for c in self.children if c.kind == "redis"],
-                                     self.instances, [self.caddy] if self.caddy else []]
+                                     redis_nodes, self.instances, [self.caddy] if self.caddy else []]
         for stage in stages:
             for child in stage:
                 nursery.start_soon(self.supervise, child)
+            if stage is redis_nodes and redis_nodes:
+                await self.form_redis_cluster(redis_nodes)
             await self.wait_ready(stage, self.config.ready_timeout)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
@@ -357,7 +429,7 @@ class Supervisor:
             for child in self.instances:
                 group.start_soon(self.stop_child, child, self.config.shutdown_timeout + stop_margin)
         for kind, timeout in (("caddy", CADDY_STOP_TIMEOUT), ("redis", REDIS_STOP_TIMEOUT),
-                              ("postgres", POSTGRES_STOP_TIMEOUT)):
+                              ("redis-node", REDIS_STOP_TIMEOUT), ("postgres", POSTGRES_STOP_TIMEOUT)):
             for child in self.children:
                 if child.kind == kind:
                     await self.stop_child(child, timeout)
@@ -442,6 +514,14 @@ class Supervisor:
             raise ClusterError(f"{child.name} was not back in Caddy's rotation within "
                                f"{config.ready_timeout:.0f} s; see {child.log_path}")
         log.info("%s back in rotation", child.name)
+
+
+def _check_started(child: Child) -> None:
+    """During startup nothing is retried: a child that exited fails the startup at once."""
+    if child.state in ("backoff", "stopped") or child.generation > 1:
+        raise ClusterError(f"{child.name} exited during startup "
+                           f"({describe_exit(child.last_exit)}); "
+                           f"{child.log_path} ends:\n{log_tail(child.log_path)}")
 
 
 def _postgres_env(base_env: dict[str, str]) -> dict[str, str]:

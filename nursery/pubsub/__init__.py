@@ -57,7 +57,8 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
 
 @asynccontextmanager
 async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimiter]:
-    """Shared counters in Redis when ``settings.redis_url`` is set, else in this process."""
+    """Shared counters in Redis when ``settings.redis_url`` is set (a Redis Cluster when
+    ``settings.redis_cluster``), else in this process."""
     if not settings.redis_url:
         memory = MemoryRateLimiter()
         try:
@@ -67,5 +68,7 @@ async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimit
         return
     from nursery.pubsub.redis_limits import RedisRateLimiter
 
-    async with RedisRateLimiter.open(settings.redis_url, settings.broker_timeout) as limiter:
+    async with RedisRateLimiter.open(
+        settings.redis_url, settings.broker_timeout, cluster=settings.redis_cluster
+    ) as limiter:
         yield limiter

@@ -2,6 +2,10 @@
 
 The script reads Redis's clock (TIME), so instances with skewed clocks still share one
 limit. Keys expire when their TAT passes. See ``ratelimit.py`` for the algorithm.
+
+On a Redis Cluster (``cluster=True``) every script call must keep its keys in one slot: a
+charge runs one script per slot (all in one pipeline, one round trip per master) instead of
+one per ``CHARGE_BATCH`` keys.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from nursery.errors import BrokerUnavailable
 from nursery.pubsub import resp
 from nursery.pubsub.ratelimit import Hits, Rate, Verdict
 from nursery.pubsub.redis import describe, unavailable_as_broker_error
+from nursery.pubsub.resp_cluster import Commands, key_slot, open_redis_client, run_scripts
 
 KEY = "nursery:rate:{key}"
 
@@ -57,16 +63,20 @@ CHARGE_BATCH = 500  # keys per script call
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str, timeout: float, commands: resp.Client) -> None:
+    def __init__(self, url: str, timeout: float, commands: Commands, *, cluster: bool = False) -> None:
         self.url = describe(url)
         self.timeout = timeout
         self._commands = commands
+        self._cluster = cluster
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, timeout: float) -> AsyncIterator[RedisRateLimiter]:
-        async with resp.Client.open(url, timeout=timeout) as commands:
-            yield cls(url, timeout, commands)
+    async def open(
+        cls, url: str, timeout: float, *, cluster: bool = False
+    ) -> AsyncIterator[RedisRateLimiter]:
+        """``cluster``: ``url`` names a node of a Redis Cluster."""
+        async with open_redis_client(url, timeout=timeout, cluster=cluster) as commands:
+            yield cls(url, timeout, commands, cluster=cluster)
 
     async def hit(self, key: str, rate: Rate) -> Verdict:
         allowed, retry_us = await unavailable_as_broker_error(
@@ -77,17 +87,28 @@ class RedisRateLimiter:
         return Verdict(bool(allowed), int(retry_us) / 1e6)
 
     async def charge(self, hits: Hits) -> dict[str, float]:
-        over: dict[str, float] = {}
-        keys = list(hits)
-        for start in range(0, len(keys), CHARGE_BATCH):
-            chunk = keys[start:start + CHARGE_BATCH]
+        batches = self._batches(list(hits))
+        calls: list[tuple[list[str], list[int | str]]] = []
+        for batch in batches:
             args: list[int | str] = []
-            for key in chunk:
+            for key in batch:
                 count, rate = hits[key]
                 args += [count, round(rate.interval * 1e6), round(rate.per * 1e6)]
-            waits = await unavailable_as_broker_error(
-                "rate limit charge",
-                self._commands.script(_CHARGE, [KEY.format(key=key) for key in chunk], args),
-            )
-            over.update((key, int(wait_us) / 1e6) for key, wait_us in zip(chunk, waits, strict=True))
+            calls.append(([KEY.format(key=key) for key in batch], args))
+        replies = await unavailable_as_broker_error(
+            "rate limit charge", run_scripts(self._commands, _CHARGE, calls))
+        refused = next((r for r in replies if isinstance(r, resp.ReplyError)), None)
+        if refused is not None:
+            raise BrokerUnavailable(f"redis rate limit charge failed: {refused}")
+        over: dict[str, float] = {}
+        for batch, waits in zip(batches, replies, strict=True):
+            over.update((key, int(wait_us) / 1e6) for key, wait_us in zip(batch, waits, strict=True))
         return over
+
+    def _batches(self, keys: list[str]) -> list[list[str]]:
+        """``keys`` in script calls of at most ``CHARGE_BATCH``; on a cluster, of one slot each."""
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(key_slot(KEY.format(key=key)) if self._cluster else 0, []).append(key)
+        return [group[start:start + CHARGE_BATCH]
+                for group in groups.values() for start in range(0, len(group), CHARGE_BATCH)]

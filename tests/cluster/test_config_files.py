@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from nursery.cluster import ClusterConfig
+from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._prometheus import find_rules, prometheus_config
 from nursery.config import Settings
 from tests.cluster.support import cluster_env, require_caddy
@@ -125,6 +126,42 @@ def test_compose_is_consistent_with_the_local_cluster() -> None:
     local = ClusterConfig()
     assert local.effective_drain_delay > local.health_interval
     assert "{$NURSERY_UPSTREAMS" in CADDYFILE.read_text()
+
+
+def test_the_redis_cluster_override_is_valid_and_runs_the_local_clusters_nodes() -> None:
+    """compose.redis-cluster.yaml on top of compose.yaml: three cluster nodes with the options
+    of ``nursery cluster up --redis-cluster``, joined once before the instances start, which
+    are told their seed is a cluster node; nothing more is published."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    files = ["-f", str(COMPOSE), "-f", str(ROOT / "compose.redis-cluster.yaml")]
+    env = cluster_env(NURSERY_SECRET_KEY="test-secret")
+    result = subprocess.run(["docker-compose", *files, "config"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == {"caddy", "nursery-1", "nursery-2", "nursery-3", "postgres", "redis",
+                             "redis-2", "redis-3", "redis-cluster-init", "mongo", "prometheus"}
+    options = redis_cluster.node_args(bus_port=0, directory=Path("/data"))
+    wanted = {name: value for name, value in zip(options[::2], options[1::2], strict=True)
+              if name != "--cluster-port"}  # the default bus port (6379 + 10000) is fine there
+    for node in ("redis", "redis-2", "redis-3"):
+        command = services[node]["command"]
+        assert command[0] == "redis-server"
+        assert {name: value for name, value in zip(command[1::2], command[2::2], strict=True)
+                if name in wanted} == wanted, node
+        assert services[node].get("ports") is None
+    init = services["redis-cluster-init"]
+    assert {name: dep["condition"] for name, dep in init["depends_on"].items()} == dict.fromkeys(
+        ("redis", "redis-2", "redis-3"), "service_healthy")
+    script = " ".join(init["command"])
+    assert "redis-cli --cluster create" in script and "--cluster-replicas 0 --cluster-yes" in script
+    assert all(f"getent hosts {node} " in script for node in ("redis", "redis-2", "redis-3"))
+    for n in (1, 2, 3):
+        service = services[f"nursery-{n}"]
+        assert service["environment"]["NURSERY_REDIS_URL"] == "redis://redis:6379/0"
+        assert Settings.from_env(service["environment"]).redis_cluster is True
+        assert service["depends_on"]["redis-cluster-init"] == {"condition": "service_completed_successfully"}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,5 +1,6 @@
-"""One contract for both rate-limiter backends (memory, redis): GCRA semantics, shared
-counters across instances, keys independent, and refusal carrying a usable Retry-After."""
+"""One contract for every rate-limiter backend (memory, redis, a 3-master Redis Cluster):
+GCRA semantics, shared counters across instances, keys independent, and refusal carrying a
+usable Retry-After."""
 
 from __future__ import annotations
 
@@ -24,20 +25,22 @@ async def _memory(n: int) -> AsyncIterator[list[SharedRateLimiter]]:
         yield [limiter] * n  # one process: every "instance" shares it
 
 
-def _redis(url: str) -> OpenLimiters:
+def _redis(url: str, cluster: bool = False) -> OpenLimiters:
     @asynccontextmanager
     async def open_limiters(n: int) -> AsyncIterator[list[SharedRateLimiter]]:
         async with AsyncExitStack() as stack:
-            settings = Settings(redis_url=url, broker_timeout=2.0)
+            settings = Settings(redis_url=url, redis_cluster=cluster, broker_timeout=2.0)
             yield [await stack.enter_async_context(open_rate_limiter(settings)) for _ in range(n)]
 
     return open_limiters
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def limiters(request: pytest.FixtureRequest) -> OpenLimiters:
     if request.param == "memory":
         return _memory
+    if request.param == "redis-cluster":
+        return _redis(request.getfixturevalue("redis_cluster_url"), cluster=True)
     return _redis(request.getfixturevalue("redis_url"))
 
 
@@ -74,6 +77,17 @@ async def test_charged_hits_count_past_the_limit_and_say_how_long_to_wait(limite
             refused = await b.hit("w:u1", rate)  # the shared counter is the same one
             assert not refused.allowed and refused.retry_after == pytest.approx(45, abs=0.5)
             assert (await a.hit("w:u2", rate)).allowed
+
+
+async def test_a_charge_of_many_keys_counts_each_of_them(limiters: OpenLimiters) -> None:
+    with trio.fail_after(10):
+        async with limiters(2) as (a, b):
+            rate = Rate(4, 60)  # one hit per 15 s
+            keys = [f"w:many:{i}" for i in range(1200)]  # several script calls; every shard
+            assert await a.charge({key: (4, rate) for key in keys}) == dict.fromkeys(keys, 0.0)
+            waits = await b.charge({key: (1, rate) for key in keys})  # one past the limit
+            assert waits.keys() == set(keys)
+            assert all(wait == pytest.approx(15, abs=0.5) for wait in waits.values())
 
 
 def test_gcra_steps() -> None:
