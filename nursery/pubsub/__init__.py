@@ -30,7 +30,8 @@ from nursery.pubsub.ratelimit import Verdict as Verdict
 
 @asynccontextmanager
 async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presence]]:
-    """Yield ``(broker, presence)`` for ``settings`` and close both on exit.
+    """Yield ``(broker, presence)`` for ``settings`` and close both on exit: in this
+    process without ``redis_url``; on a Redis Cluster (sharded pub/sub) with ``redis_cluster``.
 
     The caller owns the tasks: run ``broker.subscribe`` in a nursery *inside* this block, so
     that it is cancelled before the broker closes. Nothing is contacted on entry: an
@@ -47,12 +48,14 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
         return
 
     from nursery.pubsub.redis import RedisBroker, RedisPresence
+    from nursery.pubsub.redis_sharded import ShardedRedisBroker
 
+    timeout, cluster = settings.broker_timeout, settings.redis_cluster
     async with (
-        RedisBroker.open(url, settings.broker_timeout) as redis_broker,
-        RedisPresence.open(url, settings.broker_timeout) as redis_presence,
+        ShardedRedisBroker.open(url, timeout) if cluster else RedisBroker.open(url, timeout) as broker,
+        RedisPresence.open(url, timeout, cluster=cluster) as presence,
     ):
-        yield redis_broker, redis_presence
+        yield broker, presence
 
 
 @asynccontextmanager

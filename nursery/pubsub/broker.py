@@ -13,7 +13,8 @@ starts being heard once the broker confirms it (``Followed``): the hub makes a d
 connects meanwhile wait for that before it reads the store (the gap-free start), or refill
 when a late confirmation comes. Messages are opaque bytes; the hub gives them meaning.
 
-Implementations: ``memory.MemoryBroker`` (one process), ``redis.RedisBroker`` (many).
+Implementations: ``memory.MemoryBroker`` (one process), ``redis.RedisBroker`` (many, one
+Redis), ``redis_sharded.ShardedRedisBroker`` (many, a Redis Cluster: sharded pub/sub).
 """
 
 from __future__ import annotations

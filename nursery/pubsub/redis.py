@@ -26,6 +26,7 @@ import trio
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import resp
 from nursery.pubsub.broker import EVERYONE, Deliver
+from nursery.pubsub.resp_cluster import Commands, open_redis_client
 from nursery.pubsub.subscription import RECOVERABLE, ChannelSubscription, reason
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class RedisPresence:
     without refreshes. Expiry uses each instance's wall clock: keep clocks in sync (NTP).
     """
 
-    def __init__(self, url: str, timeout: float, commands: resp.Client, *,
+    def __init__(self, url: str, timeout: float, commands: Commands, *,
                  instance_id: str | None = None) -> None:
         self.url = describe(url)
         self.timeout = timeout
@@ -131,8 +132,11 @@ class RedisPresence:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, timeout: float) -> AsyncIterator[RedisPresence]:
-        async with resp.Client.open(url, timeout=timeout) as commands:
+    async def open(cls, url: str, timeout: float, *, cluster: bool = False
+                   ) -> AsyncIterator[RedisPresence]:
+        """``cluster``: ``url`` names a Redis Cluster node (each user's key on its slot's
+        master)."""
+        async with open_redis_client(url, timeout=timeout, cluster=cluster) as commands:
             yield cls(url, timeout, commands)
 
     async def refresh(self, entries: dict[str, set[str]], ttl: float) -> None:

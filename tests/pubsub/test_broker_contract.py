@@ -2,7 +2,8 @@
 
 Each backend is exercised as a deployment of several instances: with memory they share one
 ``MemoryBroker`` and one presence table (``sibling()``); with Redis each instance has its own
-``open_broker`` against one real, flushed redis-server (``redis_url`` from conftest).
+``open_broker`` against one real, flushed redis-server (``redis_url`` from conftest), or
+against a real 3-master Redis Cluster (``redis_cluster_url``; sharded pub/sub).
 """
 
 from __future__ import annotations
@@ -41,22 +42,25 @@ async def _memory_instances(n: int) -> AsyncIterator[list[Instance]]:
         yield pairs + [(broker.sibling(), presence.sibling()) for _ in range(n - 1)]
 
 
-def _redis_instances(url: str) -> OpenInstances:
+def _redis_instances(url: str, *, cluster: bool) -> OpenInstances:
     @asynccontextmanager
     async def open_instances(n: int) -> AsyncIterator[list[Instance]]:
         async with AsyncExitStack() as stack:
-            settings = Settings(redis_url=url, broker_timeout=TIMEOUT)
+            settings = Settings(redis_url=url, redis_cluster=cluster, broker_timeout=TIMEOUT)
             yield [await stack.enter_async_context(open_broker(settings)) for _ in range(n)]
 
     return open_instances
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def instances(request: pytest.FixtureRequest) -> OpenInstances:
-    """``async with instances(n) as [(broker, presence), ...]``: n instances of one deployment."""
+    """``async with instances(n) as [(broker, presence), ...]``: n instances of one deployment
+    (on a 3-master Redis Cluster with "redis-cluster")."""
     if request.param == "memory":
         return _memory_instances
-    return _redis_instances(request.getfixturevalue("redis_url"))
+    if request.param == "redis":
+        return _redis_instances(request.getfixturevalue("redis_url"), cluster=False)
+    return _redis_instances(request.getfixturevalue("redis_cluster_url"), cluster=True)
 
 
 class Inbox:
@@ -184,11 +188,11 @@ async def test_payload_bytes_round_trip(instances: OpenInstances) -> None:
 
 async def test_cancelled_subscriber_gets_nothing_more(instances: OpenInstances) -> None:
     with trio.fail_after(10):
-        async with instances(1) as [(broker, _)], trio.open_nursery() as nursery:
+        async with instances(2) as [(broker, _), (leaving, _)], trio.open_nursery() as nursery:
             stays = await subscribe(nursery, broker, "t")
             with trio.CancelScope() as leaving_scope:
                 async with trio.open_nursery() as inner:
-                    leaves = await subscribe(inner, broker, "t")
+                    leaves = await subscribe(inner, leaving, "t")
                     leaving_scope.cancel()
             await broker.publish_many([("t", b"after")])
             assert await stays.message() == Message("t", b"after")
