@@ -200,16 +200,21 @@ class ChannelSubscription:
                 self._confirmed(subscriber, on_evicted)
 
     async def _apply(self, subscriber: resp.Subscriber) -> None:
-        """Bring the connection's subscriptions to what is wanted, in batches."""
-        add, drop = sorted(self.wanted - self._asked), sorted(self._asked - self.wanted)
-        for names, subscribing in ((add, True), (drop, False)):
-            if not names:
-                continue
-            for name in names:
-                self._unanswered[name] = self._unanswered.get(name, 0) + 1
-                self._heard.discard(name)  # until Redis answers this request
-            await subscriber.request(self._batches(names), subscribe=subscribing)
-        self._asked = set(self.wanted)
+        """Bring the connection's subscriptions to what is wanted, in batches. ``wanted`` may
+        change while a request is being sent: what was sent is what counts as asked."""
+        while self.wanted != self._asked:
+            add, drop = sorted(self.wanted - self._asked), sorted(self._asked - self.wanted)
+            for names, subscribing in ((add, True), (drop, False)):
+                if not names:
+                    continue
+                for name in names:
+                    self._unanswered[name] = self._unanswered.get(name, 0) + 1
+                    self._heard.discard(name)  # until Redis answers this request
+                if subscribing:
+                    self._asked.update(names)
+                else:
+                    self._asked.difference_update(names)
+                await subscriber.request(self._batches(names), subscribe=subscribing)
 
     def _batches(self, names: list[bytes]) -> list[list[bytes]]:
         """Channels in commands: ``SUBSCRIBE_BATCH`` a command; on a shard, also one slot."""

@@ -26,6 +26,12 @@ from nursery.pubsub.ratelimit import Rate, RateLimiter
 log = logging.getLogger(__name__)
 
 
+def write_key(user_id: str) -> str:
+    """The counter of a user's writes; the braces put it in the user's Redis Cluster slot,
+    with the user's channel and presence key (one shard holds all of a user's state)."""
+    return f"write:user:{{{user_id}}}"
+
+
 class Limits:
     def __init__(
         self,
@@ -61,7 +67,7 @@ class Limits:
 
     async def write(self, user_id: str) -> None:
         await self._check(
-            "write", f"write:user:{user_id}", self._writes, fail_open=True,
+            "write", write_key(user_id), self._writes, fail_open=True,
             limiter=self._write_limiter,
         )
 

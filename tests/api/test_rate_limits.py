@@ -83,7 +83,7 @@ async def test_writes_per_user_are_shared_by_the_instances(database_url: str, re
             a, b = [await start_instance(nursery, database_url, redis_url=redis_url,
                                          write_rate_per_user="3/60") for _ in range(2)]
             user = await register(client, a.url)
-            counter = f"nursery:rate:write:user:{user.user_id}"
+            counter = f"nursery:rate:write:user:{{{user.user_id}}}"
 
             async def write(instance: Any) -> int:
                 r = await client.post(f"{instance.url}/api/todos", json={"title": "t"}, headers=user.headers)

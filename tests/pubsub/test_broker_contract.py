@@ -153,6 +153,24 @@ async def test_an_unfollowed_topic_is_not_heard_any_more(instances: OpenInstance
             nursery.cancel_scope.cancel()
 
 
+async def test_topics_followed_while_others_are_being_subscribed_are_all_heard(
+    instances: OpenInstances,
+) -> None:
+    """Sockets arrive one by one while the broker is busy subscribing the previous ones (a
+    reconnect storm): every topic ends up heard, and its messages delivered."""
+    topics = [f"user-{i}" for i in range(300)]
+    with trio.fail_after(10):
+        async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:
+            inbox = await subscribe(nursery, b)
+            for topic in topics:
+                b.follow(topic)
+                await trio.sleep(0)  # let the subscription's task run in between
+            await heard(b, *topics)
+            await a.publish_many([(topic, b"x") for topic in topics])
+            assert {(await inbox.message()).topic for _ in topics} == set(topics)
+            nursery.cancel_scope.cancel()
+
+
 async def test_publish_many_delivers_each_in_order_after_earlier_publishes(instances: OpenInstances) -> None:
     with trio.fail_after(10):
         async with instances(2) as [(a, _), (b, _)], trio.open_nursery() as nursery:

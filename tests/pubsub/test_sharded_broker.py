@@ -13,10 +13,12 @@ import trio
 
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import EVERYONE, Delivery, Followed, Message, Resubscribed
-from nursery.pubsub.redis import channel
+from nursery.pubsub.redis import PRESENCE_KEY, channel
+from nursery.pubsub.redis_limits import KEY
 from nursery.pubsub.redis_sharded import ShardedRedisBroker
 from nursery.pubsub.resp import Client
 from nursery.pubsub.resp_cluster import key_slot
+from nursery.service.limits import write_key
 
 if TYPE_CHECKING:
     from tests.servers import RedisCluster
@@ -175,3 +177,10 @@ async def test_a_broker_does_not_start_while_a_master_is_down(
                 assert trio.current_time() - began < 2 * TIMEOUT + 0.5
         finally:
             await trio.to_thread.run_sync(redis_cluster.start_node, 1)
+
+
+def test_a_users_channel_presence_and_write_counter_share_the_users_slot() -> None:
+    user = "0b9f6a52-6f55-4b8e-9d1c-3c1e2f1d0a77"
+    slots = {key_slot(channel(user)), key_slot(PRESENCE_KEY.format(user_id=user)),
+             key_slot(KEY.format(key=write_key(user)))}
+    assert slots == {key_slot(user)}
