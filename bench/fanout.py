@@ -39,8 +39,10 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -170,10 +172,23 @@ async def register_users(urls: list[str], users: int, devices: int) -> list[list
     return tokens
 
 
+async def broker_received(urls: list[str]) -> list[float | None]:
+    """Each instance's ``nursery_broker_received_total`` (None where /metrics is not served,
+    as through the proxy)."""
+    counts: list[float | None] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in urls:
+            r = await client.get(f"{url}/metrics")
+            line = next((x for x in r.text.splitlines() if x.startswith("nursery_broker_received_total ")), None)
+            counts.append(float(line.split()[1]) if r.status_code == 200 and line else None)
+    return counts
+
+
 async def load_level(writers: list[Worker], receivers: list[Worker], server_pids: list[int],
-                     rate: float, seconds: float, level: int, per_write: int) -> dict[str, Any]:
+                     rate: float, seconds: float, level: int, per_write: int, urls: list[str]) -> dict[str, Any]:
     writes = int(rate * seconds)
     workers = writers + receivers
+    received_before = await broker_received(urls)
     cpu_before = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
     servers_before = [cpu_seconds(pid) for pid in server_pids]
     began_ns = time.monotonic_ns()
@@ -201,6 +216,8 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
     per_process = [(a - b) / elapsed if a is not None and b is not None else 0.0
                    for a, b in zip(cpu_after, cpu_before, strict=True)]
     cpu = sum(per_process) * elapsed
+    received = [a - b if a is not None and b is not None else None
+                for a, b in zip(await broker_received(urls), received_before, strict=True)]
     lat_ms = [x for reply in await ask_all(receivers, {"cmd": "collect", "level": level})
               for x in reply["latencies_ms"]]
     return {
@@ -231,6 +248,10 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
         },
         "server_cpu_share": [round((a - b) / elapsed, 3) if a is not None and b is not None else None
                              for a, b in zip(servers_after, servers_before, strict=True)],
+        # broker messages each instance received over the level: per second, and per write
+        "broker_received_per_s": [round(n / elapsed, 1) if n is not None else None for n in received],
+        "broker_received_per_write": [round(n / writes, 3) if n is not None and writes else None
+                                      for n in received],
         "level_seconds": round(elapsed, 2),
         "_latencies_ms": lat_ms,
     }
@@ -285,7 +306,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             urls, database_url, secret = args.urls.split(","), args.database_url, args.secret
             server_pids = [int(p) for p in args.pids.split(",")] if args.pids else []
         else:
-            cluster = await stack.enter_async_context(local_cluster(3))
+            cluster = await stack.enter_async_context(local_cluster(
+                args.instances, redis_cluster=args.redis_cluster, server_source=args.server_source))
             urls, database_url, secret = cluster.urls, cluster.database_url, cluster.secret
             server_pids = cluster.pids
         setup_started = time.monotonic()
@@ -294,7 +316,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         else:
             tokens = await seed_users(database_url, secret, args.users, args.devices)
         ws_urls = [u.replace("http://", "ws://") + "/ws" for u in (args.ws_urls or ",".join(urls)).split(",")]
-        devices = [((u + d) % len(ws_urls), token) for u, user_tokens in enumerate(tokens)
+        spread = args.spread or args.devices  # a user's devices sit on this many instances
+        devices = [((u + d % spread) % len(ws_urls), token) for u, user_tokens in enumerate(tokens)
                    for d, token in enumerate(user_tokens)]
         procs = max(1, min(args.procs, len(devices)))
         receivers = await stack.enter_async_context(start_workers("receiver", [
@@ -315,7 +338,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         levels = []
         for index, rate in enumerate(rates):
             levels.append(await load_level(writers, receivers, server_pids, rate, args.seconds, index,
-                                           args.devices))
+                                           args.devices, urls))
     if args.plot:
         try:
             plot(levels, args.plot)
@@ -327,6 +350,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "scenario": "fanout",
         "users": args.users,
         "devices": args.devices,
+        "instances": len(urls),
+        "devices_spread_over_instances": min(spread, len(ws_urls)),
+        "broker": "redis-cluster" if args.redis_cluster else "redis",
         "seconds_per_level": args.seconds,
         "connections": connected,
         "connections_failed": failed,
@@ -345,6 +371,13 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="with --urls: seed users straight into this database")
     parser.add_argument("--secret", help="with --urls: the deployment's NURSERY_SECRET_KEY, to sign tokens")
     parser.add_argument("--register", action="store_true", help="register users through the API instead")
+    parser.add_argument("--instances", type=int, default=3, help="instances of the local cluster")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="the local cluster's broker on a 3-master Redis Cluster (sharded pub/sub)")
+    parser.add_argument("--server-source", type=Path,
+                        help="run the local instances from this checkout (say, an older commit's)")
+    parser.add_argument("--spread", type=int,
+                        help="instances a user's devices sit on (default: as many as it has devices)")
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--devices", type=int, default=3)
     parser.add_argument("--rates", default="200", help="writes/s, comma-separated load levels")
