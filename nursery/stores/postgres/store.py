@@ -106,7 +106,16 @@ class PostgresStore:
         # No asyncpg-level timeouts: the Trio deadline in ``_run`` bounds the whole operation
         # (and cancels the query server-side).
         async with self._pool.acquire() as conn:
-            return await op(conn, *args)
+            try:
+                return await op(conn, *args)
+            except asyncpg.exceptions.InternalClientError as exc:
+                if not conn.is_closed() and not _ended_mid_operation(exc):
+                    raise
+                # The server ended the session mid-operation and asyncpg's protocol noticed
+                # first (MagicStack/asyncpg#1069): the connection is stuck mid-state and
+                # must not go back to the pool; to the caller it is a lost connection.
+                conn.terminate()
+                raise StoreUnavailable("the database connection was lost mid-operation") from exc
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -214,6 +223,10 @@ class PostgresStore:
 
     async def purge_tombstones(self, older_than_seconds: float) -> int:
         return await self._run(_todos.purge_tombstones, older_than_seconds)
+
+
+def _ended_mid_operation(exc: asyncpg.exceptions.InternalClientError) -> bool:
+    return "another operation" in str(exc)  # "cannot switch to state N; another operation ..."
 
 
 async def _select_one(conn: asyncpg.Connection) -> None:
