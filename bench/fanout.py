@@ -248,6 +248,10 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
         },
         "server_cpu_share": [round((a - b) / elapsed, 3) if a is not None and b is not None else None
                              for a, b in zip(servers_after, servers_before, strict=True)],
+        # the instances' CPU (all of them, ms) over the level per write: what a write costs
+        "server_cpu_ms_per_write": (
+            round(sum(a - b for a, b in zip(servers_after, servers_before, strict=True)) * 1000 / writes, 3)
+            if writes and None not in servers_after and None not in servers_before else None),
         # broker messages each instance received over the level: per second, and per write
         "broker_received_per_s": [round(n / elapsed, 1) if n is not None else None for n in received],
         "broker_received_per_write": [round(n / writes, 3) if n is not None and writes else None

@@ -25,8 +25,8 @@ def fanout_table(runs: list[dict[str, Any]]) -> str:
     rates = sorted({level["rate"] for run in runs for level in run["levels"]})
     lines = [
         "| writes/s | achieved | delivered | p50 ms | p90 ms | p99 ms | max ms "
-        "| instances' CPU (cores, sum) | generator CPU (cores) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| instances' CPU (cores, sum) | instances' CPU ms / write | generator CPU (cores) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rate in rates:
         levels = [lv for run in runs for lv in run["levels"] if lv["rate"] == rate]
@@ -45,6 +45,7 @@ def fanout_table(runs: list[dict[str, Any]]) -> str:
             f"| {med(lambda lv: lv['latency_ms']['p99']):.1f} "
             f"| {med(lambda lv: lv['latency_ms']['max']):.1f} "
             f"| {med(lambda lv: sum(lv.get('server_cpu_share') or [float('nan')])):.2f} "
+            f"| {med(lambda lv: lv.get('server_cpu_ms_per_write') or float('nan')):.2f} "
             f"| {med(lambda lv: lv['load_generator_cpu_share']):.2f} |"
         )
     capacities = [capacity(run["levels"]) or 0 for run in runs]
