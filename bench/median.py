@@ -62,11 +62,15 @@ def connections_table(runs: list[dict[str, Any]]) -> str:
         return _median([run[key] for run in runs if run.get(key) is not None])
 
     proxy = med("proxy_rss_kib_per_connection")
+    via = runs[0].get("via") or []
+    via = [via] if isinstance(via, str) else via
+    where = f"{runs[0]['target']:,} {'through ' + via[0] if len(via) == 1 else 'direct'}"
+    client = "offers deflate" if runs[0].get("offered_deflate") else "no deflate"
     return (
-        "| target | opened (median) | failed (max) | connect s | server RSS KiB / connection "
+        "| sockets | client | opened (median) | failed (max) | connect s | server RSS KiB / connection "
         "| proxy RSS KiB / connection |\n"
-        "|---|---|---|---|---|---|\n"
-        f"| {runs[0]['target']} | {med('opened'):g} | {max(r['failed'] for r in runs)} "
+        "|---|---|---|---|---|---|---|\n"
+        f"| {where} | {client} | {med('opened'):g} | {max(r['failed'] for r in runs)} "
         f"| {med('connect_seconds'):.1f} | {med('server_rss_kib_per_connection'):.1f} "
         f"| {'-' if proxy != proxy else f'{proxy:.1f}'} |"
     )

@@ -18,20 +18,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-# First match wins: (layer, a frame the stack must contain, frames one of which it must contain).
+# First match wins: (layer, frames one of which the stack must contain, frames one of which it
+# must also contain). Frames are matched as py-spy prints them: "function (path:line)".
 LAYERS = [
-    ("asyncpg (driver, socket writes)", ["_main_loop", "_io_task"], ["asyncpg", "PostgresStore._on_connection"]),
-    ("redis-py (publish, subscribe, presence, limits)", ["_main_loop", "_io_task"], ["redis", "_poll", "_online", "_refresh"]),
-    ("trio-asyncio's loop (the bridge itself)", ["_main_loop", "_io_task"], []),
-    ("websocket frames out (Quart → Hypercorn → socket)", ["SyncSession._emit"], []),
-    ("HTTP requests (Quart, our handlers, responses)", ["handle_request", "handle_messages"], []),
-    ("Hypercorn connections (reading, parsing)", ["TCPServer", "_run_handler"], []),
-    ("broker subscriber (Trio side)", ["RedisBroker.subscribe"], []),
+    ("asyncpg on the asyncio thread (driver, its loop, socket I/O)", ["_serve (nursery/stores/asyncio_thread.py"], []),
+    ("handing operations to the asyncio thread (Trio side)", ["run (nursery/stores/asyncio_thread.py"], []),
+    ("broker deliveries to websocket frames (hub, feed, frames)", ["deliver (nursery/pubsub/hub.py"], []),
+    ("Redis subscriber (reading, decoding)", ["nursery/pubsub/subscription.py"], []),
+    ("Redis commands (publish, presence, limits)", ["nursery/pubsub/resp.py"], []),
+    ("REST handlers and services (todos, auth)", ["nursery/edge/listener.py"], ["nursery/api/", "nursery/service/"]),
+    ("Quart app (GraphQL, web page, health, metrics)", ["nursery/edge/asgi.py"], []),
+    ("HTTP on the edge (reading, parsing, answering, logging)", ["nursery/edge/http.py", "nursery/edge/listener.py"], []),
+    ("websocket sessions (handshake, hello, catch-up)", ["nursery/service/session.py", "nursery/edge/websocket.py"], []),
     ("presence upkeep", ["keep_presence"], []),
-    ("audit log", ["Audit.run"], []),
-    ("other websocket work", ["handle_websocket"], []),
+    ("audit log", ["nursery/service/audit.py"], []),
+    ("log lines", ["nursery/logs.py"], []),
 ]
 
 
@@ -60,16 +64,32 @@ def layers(paths: list[Path]) -> tuple[int, collections.Counter[str]]:
     for path in paths:
         for line in path.read_text().splitlines():
             stack, _, n = line.rpartition(" ")
-            if "get_events" in stack.rsplit(";", 1)[-1]:
-                continue  # waiting in epoll: idle
+            leaf = stack.rsplit(";", 1)[-1]
+            if "get_events" in leaf or leaf.startswith("_serve ("):
+                # waiting in epoll (Trio), or inside uvloop's C loop (the asyncio thread), where
+                # py-spy cannot tell a wait from work: ``thread_cpu`` measures that thread
+                continue
             total += int(n)
-            for name, must, any_of in LAYERS:
-                if any(m in stack for m in must) and (not any_of or any(a in stack for a in any_of)):
+            for name, one_of, and_one_of in LAYERS:
+                if any(m in stack for m in one_of) and (not and_one_of or any(a in stack for a in and_one_of)):
                     counts[name] += int(n)
                     break
             else:
                 counts["Trio's scheduler and the rest"] += int(n)
     return total, counts
+
+
+def thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far: the instances' main (Trio) threads, and all their other threads
+    (the asyncio thread, mostly)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals = {"Trio thread": 0.0, "other threads (the asyncio thread)": 0.0}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            totals["Trio thread" if int(task.name) == pid else "other threads (the asyncio thread)"] += seconds
+    return totals
 
 
 def main() -> None:
@@ -81,9 +101,16 @@ def main() -> None:
     args = parser.parse_args()
     directory = Path(args.raw or tempfile.mkdtemp(prefix="nursery-profile-"))
     directory.mkdir(parents=True, exist_ok=True)
-    paths = record([int(p) for p in args.pids.split(",")], args.seconds, args.rate, directory)
+    pids = [int(p) for p in args.pids.split(",")]
+    before, started = thread_cpu(pids), time.monotonic()
+    paths = record(pids, args.seconds, args.rate, directory)
+    after, elapsed = thread_cpu(pids), time.monotonic() - started
     total, counts = layers([p for p in paths if p.exists()])
     print(f"{total} busy samples over {len(paths)} processes ({os.fspath(directory)})\n")
+    print("| thread | cores (all instances) |\n|---|---|")
+    for name in before:
+        print(f"| {name} | {(after[name] - before[name]) / elapsed:.3f} |")
+    print()
     print("| layer | share of the instances' CPU |\n|---|---|")
     for name, n in counts.most_common():
         print(f"| {name} | {100 * n / total:.1f} % |")

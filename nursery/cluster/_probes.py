@@ -24,7 +24,8 @@ async def http_get(
     host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT
 ) -> tuple[int, bytes] | None:
     """(status, body) of ``GET path``, or None when nothing (valid) answers in time. Reads
-    by Content-Length or chunks: Hypercorn keeps the socket open after ``Connection: close``."""
+    by Content-Length or chunks, not to the end of the stream: a server may keep the socket
+    open after ``Connection: close``."""
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
                f"User-Agent: nursery-cluster\r\n\r\n").encode()
     data = b""

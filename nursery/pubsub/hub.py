@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 # Users per presence round trip (every local user is refreshed and rechecked each ttl/3):
 # one per user would cost a round trip each, all in one pipeline stalls the event loop for
-# tens of milliseconds while redis-py packs and parses it (seen as p99 spikes in the
-# fan-out benchmark at 1,000 users per instance).
+# tens of milliseconds while the client packs and parses it (seen as p99 spikes in the
+# fan-out benchmark at 1,000 users per instance, with redis-py).
 PRESENCE_BATCH = 100
 
 
