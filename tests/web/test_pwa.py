@@ -125,10 +125,14 @@ def test_a_new_version_is_offered_and_never_forced_mid_edit(
 
         page.get_by_role("button", name="Save").click()
         page.get_by_role("button", name="Reload").click()
-        expect(page.locator("link[rel=stylesheet]")).not_to_have_attribute("href", old_css)
+        # The reload loads the new version's shell and reads the list back from IndexedDB:
+        # seconds when the whole suite loads the machine (once over expect's default 5 s).
+        reloaded = 15 * SECOND
+        expect(page.locator("link[rel=stylesheet]")).not_to_have_attribute("href", old_css,
+                                                                         timeout=reloaded)
         expect(page.locator("#update-toast")).to_be_hidden()
         row = page.locator("#todo-list li").filter(has=todo(page, "draft the plan"))
-        expect(row.locator(".notes")).to_have_text("half-typed thought")
+        expect(row.locator(".notes")).to_have_text("half-typed thought", timeout=reloaded)
     finally:
         next_version.stop()
         shutil.rmtree(copy, ignore_errors=True)
