@@ -17,6 +17,7 @@ import trio
 
 from nursery.cluster._config import LOG_DIR, ClusterConfig, ClusterError
 from nursery.cluster._prometheus import write_prometheus_config
+from nursery.cluster._rolling import roll_when_asked
 from nursery.cluster._state import cluster_secret, supervisor_lock
 from nursery.cluster._supervisor import Supervisor
 from nursery.stores.embedded import PrivatePostgres
@@ -63,7 +64,7 @@ async def run_cluster(
                 log.info("metrics: each instance's /metrics (not through the proxy); "
                          "prometheus --config.file=%s", prometheus)
                 task_status.started(supervisor)
-                nursery.start_soon(supervisor.roll_when_asked)
+                nursery.start_soon(roll_when_asked, supervisor)
                 await supervisor.stop_requested.wait()
             log.info("stopping the cluster")
             await supervisor.stop_all()

@@ -9,14 +9,7 @@ the supervisor's own lines about it (``--- ... supervisor: ...``). A child that 
 own is started again after a backoff (0.5 s doubling to 30 s; reset once it stayed up 30 s).
 The state file is rewritten on every change.
 
-Rolling restart, one instance at a time: SIGTERM it (it drains: /readyz 503 for
-``drain_delay``, longer than Caddy's health check interval, so Caddy stops sending it requests
-before its listener closes; its websockets get 1012 and reconnect through Caddy to the
-others), wait for it to exit, start it again on the same port, wait for its /readyz, then
-until Caddy routes requests to it (GET /readyz through Caddy names the instance that answered;
-round robin reaches it within a few tries once Caddy's health check has passed). Only then
-the next one. A step that does not finish within ``ready_timeout`` stops the roll (the other
-instances are left alone) and the roll is reported failed.
+Rolling restarts on SIGHUP: ``_rolling``.
 
 With ``--redis-cluster`` (``config.redis_cluster`` and no Redis URL) Redis is a Redis Cluster
 of ``redis_cluster.NODES`` masters instead (children ``redis-1``.., files in
@@ -46,14 +39,14 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from nursery.cluster import _redis_cluster as redis_cluster
+from nursery.cluster._child import POLL, Child
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
 from nursery.cluster._logs import describe_exit, log_tail, note, redact
 from nursery.cluster._probes import (
@@ -62,7 +55,6 @@ from nursery.cluster._probes import (
     redis_cluster_probe_of,
     redis_probe,
     redis_probe_of,
-    until_proxy_reaches,
 )
 from nursery.cluster._state import write_private
 from nursery.stores.embedded import PrivatePostgres, free_port
@@ -72,56 +64,9 @@ log = logging.getLogger("nursery.cluster")
 INITIAL_BACKOFF = 0.5  # seconds before restarting a crashed child; doubles per crash
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 30.0  # a child up this long has its crash count reset
-POLL = 0.05
 CADDY_STOP_TIMEOUT = 15.0  # the Caddyfile's grace_period (10 s) plus a margin
 REDIS_STOP_TIMEOUT = 10.0
 POSTGRES_STOP_TIMEOUT = 30.0  # a fast shutdown writes a checkpoint first
-
-
-@dataclass(eq=False)
-class Child:
-    """One supervised process. ``state``: new → starting → ready, then draining (rolling
-    restart) → starting, or backoff (it exited on its own) → starting, or stopping → stopped
-    (the supervisor let it go for good). ``generation`` counts starts; ``crashes`` the exits
-    nobody asked for."""
-
-    name: str
-    kind: str  # "postgres", "redis", "redis-node" (of a Redis Cluster), "instance", "caddy"
-    argv: list[str]
-    env: dict[str, str]
-    host: str
-    port: int
-    log_path: Path
-    probe: Callable[[], Any]  # async () -> str | None: a short description when healthy
-    stop_signal: int = signal.SIGTERM  # asks it to stop gracefully
-    process: trio.Process | None = None
-    state: str = "new"
-    generation: int = 0  # how many times it was started
-    crashes: int = 0
-    started_at: float | None = None  # wall clock, for status
-    last_exit: int | None = None
-    supervised: bool = False  # a supervise task runs (or ran) for it
-    stopping: bool = False
-    replace: bool = False  # the next exit is a planned restart: start again at once
-    wake: trio.Event = field(default_factory=trio.Event)
-    finished: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None and self.process.returncode is None else None
-
-    def signal(self, signum: int) -> None:
-        process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signum)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "pid": self.pid, "host": self.host,
-                "port": self.port, "state": self.state, "starts": self.generation,
-                "crashes": self.crashes, "started_at": self.started_at,
-                "last_exit": self.last_exit, "log": str(self.log_path),
-                "command": " ".join(self.argv)}
 
 
 class Supervisor:
@@ -452,68 +397,6 @@ class Supervisor:
                 log.warning("third stop signal: killing everything")
                 for child in self.children:
                     child.signal(signal.SIGKILL)
-
-    # -- rolling restart --------------------------------------------------------------------
-
-    async def roll_when_asked(self) -> None:
-        while not self.stop_requested.is_set():
-            await self.roll_wanted.wait()
-            self.roll_wanted = trio.Event()  # a SIGHUP during this roll asks for another one
-            await self.rolling_restart()
-
-    async def rolling_restart(self) -> None:
-        roll_id = self.roll["id"] + 1
-        began = trio.current_time()
-        self.roll = {"id": roll_id, "state": "running", "current": None, "done": [],
-                     "started_at": time.time(), "finished_at": None, "error": None}
-        self.write_state()
-        log.info("rolling restart #%d of %d instances", roll_id, len(self.instances))
-        if len(self.instances) < 2:
-            log.warning("with one instance, requests fail while it restarts (Caddy retries "
-                        "for lb_try_duration only)")
-        try:
-            for child in self.instances:
-                if self.stop_requested.is_set():
-                    raise ClusterError("the cluster is stopping")
-                self.roll["current"] = child.name
-                self.write_state()
-                await self.restart_one(child)
-                self.roll["done"].append(child.name)
-        except ClusterError as exc:
-            log.error("rolling restart #%d stopped: %s", roll_id, exc.message)
-            self.roll.update(state="failed", error=exc.message)
-        else:
-            log.info("rolling restart #%d done in %.1f s", roll_id, trio.current_time() - began)
-            self.roll.update(state="done", current=None)
-        self.roll["finished_at"] = time.time()
-        self.write_state()
-
-    async def restart_one(self, child: Child) -> None:
-        """SIGTERM ``child``, wait for its replacement to be ready and routed to by Caddy."""
-        config = self.config
-        old_generation, old_pid = child.generation, child.pid
-        child.replace = True
-        child.wake.set()  # if it was waiting in backoff
-        if old_pid is not None:
-            self.set_state(child, "draining")
-            child.signal(signal.SIGTERM)
-            log.info("%s (pid %d): SIGTERM, draining for %.1f s", child.name, old_pid,
-                     config.effective_drain_delay)
-        with trio.move_on_after(config.shutdown_timeout + 5) as waited:
-            while child.generation == old_generation:
-                await trio.sleep(POLL)
-        if waited.cancelled_caught:
-            log.warning("%s did not stop in time: killing it", child.name)
-            child.signal(signal.SIGKILL)
-        with trio.move_on_after(config.ready_timeout) as waited:
-            while not (child.generation > old_generation and child.state == "ready"):
-                await trio.sleep(POLL)
-            log.info("%s ready again (pid %s); waiting until Caddy routes to it", child.name, child.pid)
-            await until_proxy_reaches(config.host, config.proxy_port, child.name)
-        if waited.cancelled_caught:
-            raise ClusterError(f"{child.name} was not back in Caddy's rotation within "
-                               f"{config.ready_timeout:.0f} s; see {child.log_path}")
-        log.info("%s back in rotation", child.name)
 
 
 def _check_started(child: Child) -> None:
