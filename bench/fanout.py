@@ -74,9 +74,43 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
 
 
+def system_cpu_seconds(pid: int) -> float | None:
+    """The kernel's part of ``cpu_seconds``."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[12]) / CLOCK_TICKS
+    except OSError:
+        return None
+
+
+def context_switches(pid: int) -> int | None:
+    """Context switches of all the process's threads so far (each a sleep or a preemption;
+    a wake-up from epoll or a lock is one)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if "ctxt_switches:" in line:  # voluntary and nonvoluntary
+                        total += int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return total
+
+
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _ratio(part_after: list[float | None], part_before: list[float | None],
+           all_after: list[float | None], all_before: list[float | None]) -> float | None:
+    """sum(part growth) / sum(all growth), None if a process was gone."""
+    if None in part_after + part_before + all_after + all_before:
+        return None
+    whole = sum(a - b for a, b in zip(all_after, all_before, strict=True))  # type: ignore[operator]
+    part = sum(a - b for a, b in zip(part_after, part_before, strict=True))  # type: ignore[operator]
+    return round(part / whole, 3) if whole else None
 
 
 class Worker:
@@ -191,6 +225,8 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
     received_before = await broker_received(urls)
     cpu_before = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
     servers_before = [cpu_seconds(pid) for pid in server_pids]
+    kernel_before = [system_cpu_seconds(pid) for pid in server_pids]
+    switches_before = [context_switches(pid) for pid in server_pids]
     began_ns = time.monotonic_ns()
     start_ns = began_ns + 200_000_000  # the writers' common start, once they all have the command
     results = await ask_all(writers, {"cmd": "level", "level": level, "rate": rate, "writes": writes,
@@ -213,6 +249,8 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
     elapsed = (time.monotonic_ns() - began_ns) / 1e9
     cpu_after = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
     servers_after = [cpu_seconds(pid) for pid in server_pids]
+    kernel_after = [system_cpu_seconds(pid) for pid in server_pids]
+    switches_after = [context_switches(pid) for pid in server_pids]
     per_process = [(a - b) / elapsed if a is not None and b is not None else 0.0
                    for a, b in zip(cpu_after, cpu_before, strict=True)]
     cpu = sum(per_process) * elapsed
@@ -252,6 +290,12 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
         "server_cpu_ms_per_write": (
             round(sum(a - b for a, b in zip(servers_after, servers_before, strict=True)) * 1000 / writes, 3)
             if writes and None not in servers_after and None not in servers_before else None),
+        # the kernel's part of the instances' CPU (system calls, wake-ups), and their threads'
+        # context switches per write (each sleep in epoll or on a lock and each wake-up)
+        "server_system_cpu_fraction": _ratio(kernel_after, kernel_before, servers_after, servers_before),
+        "server_context_switches_per_write": (
+            round(sum(a - b for a, b in zip(switches_after, switches_before, strict=True)) / writes, 1)
+            if writes and None not in switches_after and None not in switches_before else None),
         # broker messages each instance received over the level: per second, and per write
         "broker_received_per_s": [round(n / elapsed, 1) if n is not None else None for n in received],
         "broker_received_per_write": [round(n / writes, 3) if n is not None and writes else None
