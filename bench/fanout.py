@@ -64,23 +64,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process so far (/proc/<pid>/stat), None if it is gone."""
+def cpu_times(pid: int) -> tuple[float, float] | None:
+    """(user, system) CPU seconds of a process so far (/proc/<pid>/stat), None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS  # fields 14, 15
 
 
-def system_cpu_seconds(pid: int) -> float | None:
-    """The kernel's part of ``cpu_seconds``."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().rsplit(")", 1)[1].split()[12]) / CLOCK_TICKS
-    except OSError:
-        return None
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far, None if it is gone."""
+    times = cpu_times(pid)
+    return None if times is None else sum(times)
 
 
 def context_switches(pid: int) -> int | None:
@@ -103,14 +100,11 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _ratio(part_after: list[float | None], part_before: list[float | None],
-           all_after: list[float | None], all_before: list[float | None]) -> float | None:
-    """sum(part growth) / sum(all growth), None if a process was gone."""
-    if None in part_after + part_before + all_after + all_before:
+def growth(after: list[float | None], before: list[float | None]) -> float | None:
+    """How much the processes' counters grew in all, None if a process was gone."""
+    if None in after or None in before:
         return None
-    whole = sum(a - b for a, b in zip(all_after, all_before, strict=True))  # type: ignore[operator]
-    part = sum(a - b for a, b in zip(part_after, part_before, strict=True))  # type: ignore[operator]
-    return round(part / whole, 3) if whole else None
+    return sum(a - b for a, b in zip(after, before, strict=True))  # type: ignore[operator]
 
 
 class Worker:
@@ -224,8 +218,9 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
     workers = writers + receivers
     received_before = await broker_received(urls)
     cpu_before = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
-    servers_before = [cpu_seconds(pid) for pid in server_pids]
-    kernel_before = [system_cpu_seconds(pid) for pid in server_pids]
+    times_before = [cpu_times(pid) for pid in server_pids]
+    servers_before = [None if t is None else sum(t) for t in times_before]
+    kernel_before = [None if t is None else t[1] for t in times_before]
     switches_before = [context_switches(pid) for pid in server_pids]
     began_ns = time.monotonic_ns()
     start_ns = began_ns + 200_000_000  # the writers' common start, once they all have the command
@@ -248,9 +243,12 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
             await trio.sleep(0.05)
     elapsed = (time.monotonic_ns() - began_ns) / 1e9
     cpu_after = [cpu_seconds(w.pid) for w in workers] + [own_cpu_seconds()]
-    servers_after = [cpu_seconds(pid) for pid in server_pids]
-    kernel_after = [system_cpu_seconds(pid) for pid in server_pids]
+    times_after = [cpu_times(pid) for pid in server_pids]
+    servers_after = [None if t is None else sum(t) for t in times_after]
+    kernel_after = [None if t is None else t[1] for t in times_after]
+    server_cpu, kernel_cpu = growth(servers_after, servers_before), growth(kernel_after, kernel_before)
     switches_after = [context_switches(pid) for pid in server_pids]
+    switches = growth(switches_after, switches_before)
     per_process = [(a - b) / elapsed if a is not None and b is not None else 0.0
                    for a, b in zip(cpu_after, cpu_before, strict=True)]
     cpu = sum(per_process) * elapsed
@@ -288,14 +286,13 @@ async def load_level(writers: list[Worker], receivers: list[Worker], server_pids
                              for a, b in zip(servers_after, servers_before, strict=True)],
         # the instances' CPU (all of them, ms) over the level per write: what a write costs
         "server_cpu_ms_per_write": (
-            round(sum(a - b for a, b in zip(servers_after, servers_before, strict=True)) * 1000 / writes, 3)
-            if writes and None not in servers_after and None not in servers_before else None),
+            round(server_cpu * 1000 / writes, 3) if writes and server_cpu is not None else None),
         # the kernel's part of the instances' CPU (system calls, wake-ups), and their threads'
         # context switches per write (each sleep in epoll or on a lock and each wake-up)
-        "server_system_cpu_fraction": _ratio(kernel_after, kernel_before, servers_after, servers_before),
+        "server_system_cpu_fraction": (
+            round(kernel_cpu / server_cpu, 3) if server_cpu and kernel_cpu is not None else None),
         "server_context_switches_per_write": (
-            round(sum(a - b for a, b in zip(switches_after, switches_before, strict=True)) / writes, 1)
-            if writes and None not in switches_after and None not in switches_before else None),
+            round(switches / writes, 1) if writes and switches is not None else None),
         # broker messages each instance received over the level: per second, and per write
         "broker_received_per_s": [round(n / elapsed, 1) if n is not None else None for n in received],
         "broker_received_per_write": [round(n / writes, 3) if n is not None and writes else None
