@@ -91,6 +91,7 @@ async def open_services(
             aio,
             pool_size=settings.db_pool_size,
             timeout=settings.db_timeout,
+            connect_timeout=settings.db_connect_timeout,
             observe=metrics.store_operation,
         ) as postgres,
         _open_documents(settings, aio, postgres, metrics) as (store, audit_store),

@@ -152,7 +152,19 @@ class Settings:
         "reach every instance through the broker at once; 0 turns the cache off)",
     )
     db_pool_size: int = _setting(10, COUNT, "PostgreSQL connections per instance")
-    db_timeout: float = _setting(5.0, SECONDS, "timeout of one store operation")
+    db_timeout: float = _setting(
+        5.0, SECONDS,
+        "timeout of one store operation, retries during a database failover included",
+    )
+    db_connect_timeout: float = _setting(
+        2.0, SECONDS,
+        "timeout of opening one PostgreSQL connection, per host of NURSERY_DATABASE_URL",
+    )
+    db_sync_strict: bool = _setting(
+        True, BOOL,
+        "cluster up --ha: while the synchronous standby is down, refuse writes (true: no"
+        " acknowledged write can be lost) or let the primary accept them alone (false)",
+    )
     audit_buffer_size: int = _setting(
         10_000, COUNT, "audit entries waiting to be written; more are dropped (and counted)"
     )

@@ -2,7 +2,8 @@
 
     the database is not there, or cannot take the operation now → StoreUnavailable (503)
         connections lost or refused, timeouts, too many connections, an administrator's
-        shutdown, a serialization failure or deadlock (retry it)
+        shutdown, a serialization failure or deadlock (retry it), no read-write host among
+        those of the URL, a server that is (or just became) read-only: a failover
     the caller's input broke a rule → Conflict (409, a unique value taken) or InvalidInput
         (422, a value the column cannot hold)
     anything else (a bug, a broken schema, a protocol error) → StoreFailed (500, logged)
@@ -27,6 +28,25 @@ UNAVAILABLE = (
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # serialization failure, deadlock: retry
     asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,  # only standbys answered
+    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby, or a demoted primary
+)
+
+# During a failover (the store's retry, store.py): opening a connection failed, so the
+# operation never started...
+NO_CONNECTION = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
+)
+# ...or the connection died under the operation, which may or may not have committed.
+LOST_MID_OPERATION = (
+    OSError,
+    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError: closed mid-operation
+    asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown (a demotion), crash
 )
 
 

@@ -5,12 +5,30 @@ connection, to the asyncio thread (``stores.asyncio_thread``) once, never one qu
 time. The queries live in ``_accounts`` and ``_todos``; this module owns the pool and the
 timeout; ``_errors`` maps the driver's errors (none escapes).
 
-Cancellation: cancelling a caller cancels the asyncio task and the query server-side, and
-returns once the connection is back in the pool.
+Cancellation: cancelling a caller cancels the asyncio task; the connection it held is
+closed, not returned to the pool (its server may be hung: asyncpg would wait for it to
+confirm the cancellation), and the pool opens a new one when needed.
+
+Failover (a replicated database, docs/operations.md): the URL may name every node
+(``target_session_attrs=read-write``; ``_hosts`` connects to whichever is the primary). When
+the primary goes away, an operation fails in one of two ways, and is retried on a new
+connection, with short pauses, until the operation's deadline (``timeout``):
+
+    it surely did not happen → always retried: no connection could be opened (or none to a
+        read-write server), or the server refused to write (``ReadOnlySQLTransactionError``:
+        a demoted primary);
+    it may have happened → retried only when repeating it is harmless: reads, writes with an
+        idempotency key (the retry finds the first attempt's result if it committed), and
+        other writes that state an outcome (revoking, purging); the connection was lost
+        mid-operation or the server was shut down.
+
+The connection that failed is closed, not returned to the pool. Whatever is still failing at
+the deadline is ``StoreUnavailable`` (503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -38,11 +56,30 @@ from nursery.models import (
 )
 from nursery.stores.asyncio_thread import AsyncioThread
 from nursery.stores.postgres import _accounts, _todos
-from nursery.stores.postgres._errors import DRIVER_ERRORS, translate
+from nursery.stores.postgres._errors import (
+    DRIVER_ERRORS,
+    LOST_MID_OPERATION,
+    NO_CONNECTION,
+    translate,
+)
+from nursery.stores.postgres._hosts import primary_connector
 from nursery.stores.postgres.migrate import apply_migrations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+RETRY_PAUSE = 0.05  # seconds before the first retry of an operation during a failover
+RETRY_PAUSE_MAX = 0.5  # the pause doubles up to this
+
+
+class _Failover(Exception):
+    """An operation failed because its server went away or stopped being the primary."""
+
+    def __init__(self, cause: BaseException, *, maybe_applied: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.maybe_applied = maybe_applied
+
 
 def _uuid(value: str | None) -> uuid.UUID | None:
     """Ids that are not UUIDs name nothing: the callers answer 404 as for unknown ids."""
@@ -79,18 +116,35 @@ class PostgresStore:
         self._aio = aio
         self._timeout = timeout
         self._observe = observe
+        self.retries = 0  # operations tried again after a failover-like failure
 
-    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "") -> T:
+    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "",
+                   idempotent: bool = False) -> T:
+        """``op(connection, *args)`` on a pooled connection, retried across a failover (see
+        the module docstring; ``idempotent``: repeating it after it may have happened is
+        harmless), all within ``timeout``."""
         started = time.perf_counter()
+        deadline = trio.current_time() + self._timeout
+        pause = RETRY_PAUSE
         ok = False
         try:
-            # A plain scope, not fail_after (a generator: measurably slower, on every operation).
-            with trio.CancelScope(deadline=trio.current_time() + self._timeout) as timer:
-                result: T = await self._aio.run(self._on_connection, op, *args)
-            if timer.cancelled_caught:
-                raise StoreUnavailable("the database did not answer in time")
-            ok = True
-            return result
+            while True:
+                try:
+                    # A plain scope, not fail_after (a generator: measurably slower, on every
+                    # operation).
+                    with trio.CancelScope(deadline=deadline) as timer:
+                        result: T = await self._aio.run(self._on_connection, op, *args)
+                    if timer.cancelled_caught:
+                        raise StoreUnavailable("the database did not answer in time")
+                    ok = True
+                    return result
+                except _Failover as failure:
+                    if (failure.maybe_applied and not idempotent) or (
+                            trio.current_time() + pause >= deadline):
+                        raise translate(failure.cause) from failure.cause
+                    self.retries += 1
+                    await trio.sleep(pause)
+                    pause = min(RETRY_PAUSE_MAX, pause * 2)
         except DRIVER_ERRORS as exc:
             raise translate(exc) from exc
         finally:
@@ -103,27 +157,41 @@ class PostgresStore:
         return size, size - self._pool.get_idle_size()
 
     async def _on_connection(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
-        # No asyncpg-level timeouts: the Trio deadline in ``_run`` bounds the whole operation
-        # (and cancels the query server-side).
-        async with self._pool.acquire() as conn:
-            try:
-                return await op(conn, *args)
-            except asyncpg.exceptions.InternalClientError as exc:
-                if not conn.is_closed() and not _ended_mid_operation(exc):
-                    raise
-                # The server ended the session mid-operation and asyncpg's protocol noticed
-                # first (MagicStack/asyncpg#1069): the connection is stuck mid-state and
-                # must not go back to the pool; to the caller it is a lost connection.
-                conn.terminate()
-                raise StoreUnavailable("the database connection was lost mid-operation") from exc
+        # No asyncpg-level timeouts: the Trio deadline in ``_run`` bounds the whole operation.
+        try:
+            conn = await self._pool.acquire()
+        except NO_CONNECTION as exc:
+            raise _Failover(exc, maybe_applied=False) from exc
+        try:
+            return await op(conn, *args)
+        except asyncpg.exceptions.ReadOnlySQLTransactionError as exc:
+            conn.terminate()  # a demoted primary: this connection will never write again
+            raise _Failover(exc, maybe_applied=False) from exc
+        except LOST_MID_OPERATION as exc:
+            conn.terminate()
+            raise _Failover(exc, maybe_applied=True) from exc
+        except asyncpg.exceptions.InternalClientError as exc:
+            if not conn.is_closed() and not _ended_mid_operation(exc):
+                raise
+            # The server ended the session mid-operation and asyncpg's protocol noticed
+            # first (MagicStack/asyncpg#1069): the connection is stuck mid-state and
+            # must not go back to the pool; to the caller it is a lost connection.
+            conn.terminate()
+            raise _Failover(StoreUnavailable("the database connection was lost mid-operation"),
+                            maybe_applied=True) from exc
+        except asyncio.CancelledError:
+            conn.terminate()  # see the module docstring (Cancellation)
+            raise
+        finally:
+            await self._pool.release(conn)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._run(_select_one)
+        await self._run(_ping, idempotent=True)
 
     async def migrate(self) -> list[str]:
-        return await self._run(apply_migrations)
+        return await self._run(apply_migrations, idempotent=True)
 
     async def aclose(self) -> None:
         with trio.move_on_after(self._timeout) as scope:
@@ -137,21 +205,22 @@ class PostgresStore:
         return await self._run(_accounts.create_user, email, password_hash)
 
     async def credentials(self, email: str) -> Credentials | None:
-        return await self._run(_accounts.credentials, email)
+        return await self._run(_accounts.credentials, email, idempotent=True)
 
     async def get_user(self, user_id: str) -> User | None:
         uid = _uuid(user_id)
-        return None if uid is None else await self._run(_accounts.get_user, uid)
+        return None if uid is None else await self._run(_accounts.get_user, uid, idempotent=True)
 
     async def create_session(self, user_id: str, device: str) -> Session:
         return await self._run(_accounts.create_session, _known_id(user_id, "user"), device)
 
     async def live_session(self, session_id: str) -> Session | None:
         sid = _uuid(session_id)
-        return None if sid is None else await self._run(_accounts.live_session, sid)
+        return None if sid is None else await self._run(_accounts.live_session, sid, idempotent=True)
 
     async def list_sessions(self, user_id: str) -> list[Session]:
-        return await self._run(_accounts.list_sessions, _known_id(user_id, "user"))
+        return await self._run(_accounts.list_sessions, _known_id(user_id, "user"),
+                               idempotent=True)
 
     async def revoke_sessions(
         self, user_id: str, *, only: str | None = None, keep: str | None = None
@@ -173,13 +242,14 @@ class PostgresStore:
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
             _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
+            idempotent=True,
         )
 
     async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
         uid, tid = _uuid(user_id), _uuid(todo_id)
         if uid is None or tid is None:
             return None
-        return await self._run(_todos.get_todo, uid, tid)
+        return await self._run(_todos.get_todo, uid, tid, idempotent=True)
 
     async def list_todos(
         self,
@@ -191,7 +261,8 @@ class PostgresStore:
         cursor: str | None = None,
     ) -> TodoPage:
         uid = _known_id(user_id, "user")
-        return await self._run(_todos.list_todos, uid, done, query, limit, cursor)
+        return await self._run(_todos.list_todos, uid, done, query, limit, cursor,
+                               idempotent=True)
 
     async def update_todo(
         self, user_id: str, todo_id: str, patch: TodoPatch, *, idempotency_key: str | None = None
@@ -201,6 +272,7 @@ class PostgresStore:
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
             _fingerprint(f"update {tid}", [patch.fields, patch.if_rev]), name="update_todo",
+            idempotent=idempotency_key is not None,
         )
 
     async def delete_todo(
@@ -216,21 +288,26 @@ class PostgresStore:
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
             _fingerprint(f"delete {tid}", if_rev), name="delete_todo",
+            idempotent=idempotency_key is not None,
         )
 
     async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
-        return await self._run(_todos.changes_since, _known_id(user_id, "user"), since, limit)
+        return await self._run(_todos.changes_since, _known_id(user_id, "user"), since, limit,
+                               idempotent=True)
 
     async def purge_tombstones(self, older_than_seconds: float) -> int:
-        return await self._run(_todos.purge_tombstones, older_than_seconds)
+        return await self._run(_todos.purge_tombstones, older_than_seconds, idempotent=True)
 
 
 def _ended_mid_operation(exc: asyncpg.exceptions.InternalClientError) -> bool:
     return "another operation" in str(exc)  # "cannot switch to state N; another operation ..."
 
 
-async def _select_one(conn: asyncpg.Connection) -> None:
-    await conn.fetchval("SELECT 1")
+async def _ping(conn: asyncpg.Connection) -> None:
+    """The server answers and takes writes (a standby, or a primary being demoted, does not:
+    /readyz must say 503 while no primary is reachable)."""
+    if await conn.fetchval("SELECT pg_is_in_recovery()"):
+        raise asyncpg.exceptions.ReadOnlySQLTransactionError("the server is a standby")
 
 
 async def _keep_connection_as_is(conn: asyncpg.Connection) -> None:
@@ -247,9 +324,11 @@ async def open_postgres_store(
     *,
     pool_size: int = 10,
     timeout: float = 5.0,
+    connect_timeout: float = 2.0,
     observe: Observe | None = None,
 ) -> AsyncIterator[PostgresStore]:
-    """Connect, apply migrations, yield the store; close the pool on exit.
+    """Connect, apply migrations, yield the store; close the pool on exit. ``url`` may name
+    several hosts (``_hosts``); ``connect_timeout`` bounds each host's connection attempt.
 
     Raises ``StoreUnavailable`` when the database cannot be reached within ``timeout``.
     """
@@ -264,6 +343,7 @@ async def open_postgres_store(
                 # No idle-close timer, which asyncpg re-arms on every release: the pool never
                 # exceeds pool_size anyway.
                 max_inactive_connection_lifetime=0,
+                connect=primary_connector(url, connect_timeout),
             )
     except trio.TooSlowError as exc:
         raise StoreUnavailable(f"PostgreSQL did not answer within {timeout} s") from exc
