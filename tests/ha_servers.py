@@ -1,4 +1,4 @@
-"""PostgreSQL with automatic failover for the test suite: one etcd and two Patroni nodes
+"""PostgreSQL with automatic failover for the test suite: one etcd and three Patroni nodes
 (``nursery.cluster._patroni``: synchronous_mode on), on free ports in a scratch directory,
 started and stopped synchronously like tests/servers.py's servers.
 
@@ -31,7 +31,7 @@ class PatroniCluster:
     """etcd + ``nodes`` Patroni nodes in ``directory``; ``url``: the multi-host URL of the
     ``nursery`` database (``target_session_attrs=read-write``)."""
 
-    def __init__(self, directory: Path, *, nodes: int = 2, strict: bool = True) -> None:
+    def __init__(self, directory: Path, *, nodes: int = 3, strict: bool = True) -> None:
         self.directory = directory
         self.strict = strict
         self.etcd_port, self.etcd_peer_port = free_port(), free_port()
@@ -61,7 +61,7 @@ class PatroniCluster:
                 self._user.chown_tree(node.directory)
         for node in self.nodes:
             self.start_node(node.name)
-        self.wait_for(lambda: self._healthy(), deadline - time.monotonic(), "a leader and a sync standby")
+        self.wait_for(self._healthy, deadline - time.monotonic(), "a leader and a sync standby")
         self.psql("CREATE DATABASE nursery")
         return self.url
 
@@ -114,8 +114,11 @@ class PatroniCluster:
         return f"postgresql://{_patroni.SUPERUSER}@{node.host}:{node.pg_port}/{database}"
 
     def _healthy(self) -> bool:
-        roles = sorted(m.role for m in self.members() if m.state in ("running", "streaming"))
-        return roles == ["leader", "sync_standby"]
+        """Every node up, one leader, a synchronous standby, the others replicas."""
+        running = [m for m in self.members() if m.state in ("running", "streaming")]
+        roles = sorted(m.role for m in running)
+        return (len(running) == len(self.nodes) and roles.count("leader") == 1
+                and roles.count("sync_standby") >= 1)
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -38,7 +38,7 @@ from typing import Any
 SCOPE = "nursery"
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
-TTL = 8
+TTL = 7
 LOOP_WAIT = 1
 RETRY_TIMEOUT = 3
 REST_TIMEOUT = 3.0

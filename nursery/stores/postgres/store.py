@@ -29,6 +29,7 @@ the deadline is ``StoreUnavailable`` (503).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -165,10 +166,10 @@ class PostgresStore:
         try:
             return await op(conn, *args)
         except asyncpg.exceptions.ReadOnlySQLTransactionError as exc:
-            conn.terminate()  # a demoted primary: this connection will never write again
+            _discard(conn)  # a demoted primary: this connection will never write again
             raise _Failover(exc, maybe_applied=False) from exc
         except LOST_MID_OPERATION as exc:
-            conn.terminate()
+            _discard(conn)
             raise _Failover(exc, maybe_applied=True) from exc
         except asyncpg.exceptions.InternalClientError as exc:
             if not conn.is_closed() and not _ended_mid_operation(exc):
@@ -176,11 +177,11 @@ class PostgresStore:
             # The server ended the session mid-operation and asyncpg's protocol noticed
             # first (MagicStack/asyncpg#1069): the connection is stuck mid-state and
             # must not go back to the pool; to the caller it is a lost connection.
-            conn.terminate()
+            _discard(conn)
             raise _Failover(StoreUnavailable("the database connection was lost mid-operation"),
                             maybe_applied=True) from exc
         except asyncio.CancelledError:
-            conn.terminate()  # see the module docstring (Cancellation)
+            _discard(conn)  # see the module docstring (Cancellation)
             raise
         finally:
             await self._pool.release(conn)
@@ -297,6 +298,13 @@ class PostgresStore:
 
     async def purge_tombstones(self, older_than_seconds: float) -> int:
         return await self._run(_todos.purge_tombstones, older_than_seconds, idempotent=True)
+
+
+def _discard(conn: Any) -> None:
+    """Close a pooled connection instead of reusing it (a lost one may have been handed back
+    to the pool already by asyncpg: nothing left to do then)."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def _ended_mid_operation(exc: asyncpg.exceptions.InternalClientError) -> bool:
