@@ -22,7 +22,8 @@ class Child:
     nobody asked for."""
 
     name: str
-    kind: str  # "postgres", "redis", "redis-node" (of a Redis Cluster), "instance", "caddy"
+    kind: str  # "postgres", "redis", "redis-node" (of a Redis Cluster), "instance", "caddy",
+    # "etcd", "patroni" (a PostgreSQL node of --ha)
     argv: list[str]
     env: dict[str, str]
     host: str
@@ -41,6 +42,7 @@ class Child:
     replace: bool = False  # the next exit is a planned restart: start again at once
     wake: trio.Event = field(default_factory=trio.Event)
     finished: trio.Event = field(default_factory=trio.Event)
+    info: dict[str, Any] = field(default_factory=dict)  # kind-specific: a node's role, lag
 
     @property
     def pid(self) -> int | None:
@@ -57,4 +59,4 @@ class Child:
                 "port": self.port, "state": self.state, "starts": self.generation,
                 "crashes": self.crashes, "started_at": self.started_at,
                 "last_exit": self.last_exit, "log": str(self.log_path),
-                "command": " ".join(self.argv)}
+                "command": " ".join(self.argv), **self.info}

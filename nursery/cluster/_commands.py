@@ -10,6 +10,8 @@ to an argparse parser, ``run_cluster_command`` runs a parsed one; exit statuses 
   cluster runs in the directory.
 - ``restart``: SIGHUP to the supervisor, then follows the state file until the rolling restart
   that started after the request is done (0) or failed (1).
+- ``switchover``: (``up --ha``) moves the PostgreSQL primary to the synchronous standby (or
+  ``--to NODE``) through Patroni's REST API; 0 once the new primary runs, 1 otherwise.
 - ``down``: SIGTERM to the supervisor, waits until it is gone; if the supervisor died without
   stopping its children (kill -9), stops the orphans its state file names.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 import trio
 
+from nursery.cluster import _ha
 from nursery.cluster._config import (
     DEFAULT_DIR,
     LOG_DIR,
@@ -59,11 +62,19 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
     async def one(name: str, probe: Callable[[], Any]) -> None:
         results[name] = await probe()
 
+    def patroni_probe_of(host: str, port: int, proc: dict[str, Any]) -> Callable[[], Any]:
+        return _ha.patroni_probe_of(host, int(proc.get("api_port") or 0))
+
     probes = {"redis": redis_probe_of, "redis-node": redis_cluster_probe_of, "postgres": postgres_probe_of}
     async with trio.open_nursery() as nursery:
         for proc in state.get("processes", []):
-            make = probes.get(proc["kind"], readyz_probe)
-            nursery.start_soon(one, proc["name"], make(proc["host"], proc["port"]))
+            if proc["kind"] == "patroni":
+                probe = patroni_probe_of(proc["host"], proc["port"], proc)
+            elif proc["kind"] == "etcd":
+                probe = _ha.etcd_probe_of(proc["host"], proc["port"])
+            else:
+                probe = probes.get(proc["kind"], readyz_probe)(proc["host"], proc["port"])
+            nursery.start_soon(one, proc["name"], probe)
     return results
 
 
@@ -75,17 +86,18 @@ def format_status(state: dict[str, Any], probes: dict[str, str | None], running:
                 if running else "NOT RUNNING (state file left behind)"),
              f"proxy {state['proxy_url']}   drain delay {state['drain_delay']:g} s, "
              f"Caddy health check every {state['health_interval']:g} s"]
-    rows = [("NAME", "PID", "ADDRESS", "STATE", "PROBE", "RESTARTS", "CRASHES", "UPTIME", "LOG")]
+    rows = [("NAME", "PID", "ADDRESS", "STATE", "ROLE", "PROBE", "RESTARTS", "CRASHES", "UPTIME",
+             "LOG")]
     database = state.get("database", {})
     if database.get("external"):
-        rows.append(("postgres", "-", database.get("url", "?"), "external", "-", "-", "-", "-", "-"))
+        rows.append(("postgres", "-", database.get("url", "?"), "external", "-", "-", "-", "-", "-", "-"))
     if not any(p["kind"] in ("redis", "redis-node") for p in state["processes"]):
         kind = "external cluster" if state.get("redis_cluster") else "external"
-        rows.append(("redis", "-", redact(state.get("redis_url", "")), kind, "-", "-", "-", "-", "-"))
+        rows.append(("redis", "-", redact(state.get("redis_url", "")), kind, "-", "-", "-", "-", "-", "-"))
     for proc in state["processes"]:
         up = _duration(now - proc["started_at"]) if proc["pid"] and proc["started_at"] else "-"
         rows.append((proc["name"], str(proc["pid"] or "-"), f"{proc['host']}:{proc['port']}",
-                     proc["state"], probes.get(proc["name"]) or "no answer",
+                     proc["state"], _ha.describe(proc), probes.get(proc["name"]) or "no answer",
                      str(max(0, proc["starts"] - 1)), str(proc["crashes"]), up,
                      _short(proc["log"], sup)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -222,6 +234,8 @@ def _up_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--caddyfile", str(args.caddyfile)]
     if args.redis_cluster:
         flags.append("--redis-cluster")
+    if args.ha:
+        flags.append("--ha")
     return flags
 
 
@@ -255,6 +269,9 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                     help="a Redis Cluster of 3 masters instead of one Redis (needs redis-cli); "
                          "with NURSERY_REDIS_URL set: it names a cluster node (also "
                          "NURSERY_REDIS_CLUSTER=true)")
+    up.add_argument("--ha", action="store_true", default=None,
+                    help="PostgreSQL with automatic failover: etcd and 3 nodes under Patroni "
+                         "(a synchronous standby; needs the etcd-server and patroni packages)")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -265,6 +282,10 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
     with_dir(commands.add_parser(
         "restart", help="rolling restart: one instance at a time, each back in Caddy before the next"
     )).add_argument("--timeout", type=float, default=600.0, help="seconds to wait (default 600)")
+    switch = with_dir(commands.add_parser(
+        "switchover", help="(--ha) move the PostgreSQL primary to its synchronous standby"))
+    switch.add_argument("--to", help="the node to promote (default: the synchronous standby)")
+    switch.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     return cluster
 
 
@@ -281,6 +302,8 @@ def run_cluster_command(args: argparse.Namespace) -> int:
         return _restart(directory, args.timeout)
     if command == "down":
         return _down(directory, args.timeout)
+    if command == "switchover":
+        return _switchover(directory, args.to, args.timeout)
     if args.detach:
         return _detach(args, directory)
     try:
@@ -288,7 +311,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
             caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
-            redis_cluster=args.redis_cluster)
+            redis_cluster=args.redis_cluster, ha=args.ha)
         _check_config(config)
         trio.run(run_cluster, config)
     except BaseException as exc:
@@ -312,6 +335,9 @@ def _check_config(config: ClusterConfig) -> None:
         programs[config.redis_server] = "redis-server"
         if config.redis_cluster:
             programs[config.redis_cli] = "redis-tools"
+    if config.ha and not config.database_url:
+        programs[config.etcd] = "etcd-server"
+        programs[config.patroni] = "patroni"
     for program, package in programs.items():
         if shutil.which(program) is None:
             raise ClusterError(f"{program} not found: install Debian's {package} package"
@@ -320,6 +346,21 @@ def _check_config(config: ClusterConfig) -> None:
     if busy:
         raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {config.host} already in use "
                            f"(another cluster? see --base-port and --proxy-port)")
+
+
+def _switchover(directory: Path, candidate: str | None, timeout: float) -> int:
+    state = read_state(directory)
+    if state is None or not supervisor_running(directory):
+        print(f"no cluster running in {directory}", file=sys.stderr)
+        return 1
+    began = time.monotonic()
+    try:
+        leader = _ha.switchover(state, candidate, timeout)
+    except ClusterError as exc:
+        print(f"nursery: switchover failed: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"{leader} is the primary now (switchover took {time.monotonic() - began:.1f} s)")
+    return 0
 
 
 def _expected_failure(exc: BaseException) -> str | None:

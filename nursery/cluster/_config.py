@@ -47,6 +47,11 @@ class ClusterConfig:
     redis_server: str = "redis-server"
     redis_cluster: bool = False  # a Redis Cluster (of our own, or NURSERY_REDIS_URL's node)
     redis_cli: str = "redis-cli"  # forms our own cluster
+    ha: bool = False  # etcd + ha_nodes PostgreSQL nodes under Patroni (_ha)
+    ha_nodes: int = 3
+    db_sync_strict: bool = True  # NURSERY_DB_SYNC_STRICT
+    etcd: str = "etcd"
+    patroni: str = "patroni"
     health_interval: float = 1.0
     drain_delay: float | None = None
     shutdown_timeout: float = 15.0
@@ -73,6 +78,7 @@ class ClusterConfig:
             "redis_cluster": settings.redis_cluster,
             "secret_key": settings.secret_key,
             "shutdown_timeout": settings.shutdown_timeout,
+            "db_sync_strict": settings.db_sync_strict,
             "caddy": environ.get("NURSERY_CADDY") or "caddy",
         }
         if environ.get("NURSERY_DRAIN_DELAY"):

@@ -82,6 +82,8 @@ async def _database(
     """(URL, what the state file says of it, the private server, its command line)."""
     if config.database_url:
         return config.database_url, {"external": True}, None, None
+    if config.ha:  # the supervisor plans the nodes and their URL (_ha)
+        return "", {"external": False, "ha": True}, None, None
     log.info("preparing PostgreSQL in %s", directory / "pg")
     server = PrivatePostgres(directory, timeout=config.ready_timeout)
     argv = await trio.to_thread.run_sync(server.prepare)  # initdb the first time: seconds

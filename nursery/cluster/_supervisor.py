@@ -45,6 +45,7 @@ from typing import Any
 
 import trio
 
+from nursery.cluster import _ha
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._child import POLL, Child
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
@@ -93,6 +94,7 @@ class Supervisor:
         self.roll: dict[str, Any] = {"id": 0, "state": "none"}
         self.roll_wanted = trio.Event()
         self.startup_scope = trio.CancelScope()
+        self.ha_nodes: list[Any] = []  # the Patroni nodes of --ha (_patroni.Node)
 
     # -- building the children ------------------------------------------------------------
 
@@ -107,6 +109,8 @@ class Supervisor:
                 "postgres", "postgres", postgres_argv, _postgres_env(base_env), "127.0.0.1",
                 pg.port, logs / "postgres.log", postgres_probe_of("127.0.0.1", pg.port),
                 stop_signal=signal.SIGINT))
+        if config.ha and not config.database_url:
+            self._plan_ha(base_env)
         if not config.redis_url and config.redis_cluster:
             self._plan_redis_cluster(base_env)
         elif not config.redis_url:
@@ -134,7 +138,9 @@ class Supervisor:
                    "NURSERY_DATA_DIR": str(data_dir),
                    # behind Caddy: rate limits key on the address Caddy saw
                    "NURSERY_TRUST_PROXY_HEADERS": "1",
-                   **{k: v for k, v in base_env.items() if k == "NURSERY_TRUST_PROXY_HEADERS"}}
+                   **({"NURSERY_DB_TIMEOUT": f"{_ha.DB_TIMEOUT:g}"} if self.ha_nodes else {}),
+                   **{k: v for k, v in base_env.items()
+                      if k in ("NURSERY_TRUST_PROXY_HEADERS", "NURSERY_DB_TIMEOUT")}}
             child = Child(name, "instance",
                           [config.python, "-m", "nursery", "serve", "--host", config.host,
                            "--port", str(port)],
@@ -164,6 +170,14 @@ class Supervisor:
                            readyz_probe(config.host, config.proxy_port))
         self.caddy_admin = f"{config.host}:{admin_port}"
         self.children.append(self.caddy)
+
+    def _plan_ha(self, base_env: dict[str, str]) -> None:
+        taken = {*self.config.instance_ports, self.config.proxy_port}
+        children, self.ha_nodes, self.database_url = _ha.plan(
+            self.config, self.directory, base_env, taken)
+        self.children.extend(children)
+        self.database_info = {**self.database_info, "nodes": [n.name for n in self.ha_nodes],
+                              "sync_strict": self.config.db_sync_strict}
 
     def _plan_redis_cluster(self, base_env: dict[str, str]) -> None:
         config, logs = self.config, self.directory / LOG_DIR
@@ -354,8 +368,10 @@ class Supervisor:
 
     async def start_all(self, nursery: trio.Nursery) -> None:
         postgres = [c for c in self.children if c.kind == "postgres"]
+        patroni = [c for c in self.children if c.kind == "patroni"]
         redis_nodes = [c for c in self.children if c.kind == "redis-node"]
-        stages: list[list[Child]] = [postgres, [c for c in self.children if c.kind == "redis"],
+        stages: list[list[Child]] = [[c for c in self.children if c.kind == "etcd"], patroni,
+                                     postgres, [c for c in self.children if c.kind == "redis"],
                                      redis_nodes, self.instances, [self.caddy] if self.caddy else []]
         for stage in stages:
             for child in stage:
@@ -363,6 +379,10 @@ class Supervisor:
             if stage is redis_nodes and redis_nodes:
                 await self.form_redis_cluster(redis_nodes)
             await self.wait_ready(stage, self.config.ready_timeout)
+            if stage is patroni and patroni:
+                leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
+                log.info("PostgreSQL leader: %s", leader)
+                nursery.start_soon(_ha.watch_roles, patroni, self.ha_nodes, self.write_state)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
 
@@ -374,7 +394,8 @@ class Supervisor:
             for child in self.instances:
                 group.start_soon(self.stop_child, child, self.config.shutdown_timeout + stop_margin)
         for kind, timeout in (("caddy", CADDY_STOP_TIMEOUT), ("redis", REDIS_STOP_TIMEOUT),
-                              ("redis-node", REDIS_STOP_TIMEOUT), ("postgres", POSTGRES_STOP_TIMEOUT)):
+                              ("redis-node", REDIS_STOP_TIMEOUT), ("postgres", POSTGRES_STOP_TIMEOUT),
+                              ("patroni", POSTGRES_STOP_TIMEOUT), ("etcd", REDIS_STOP_TIMEOUT)):
             for child in self.children:
                 if child.kind == kind:
                     await self.stop_child(child, timeout)
