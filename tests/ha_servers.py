@@ -78,7 +78,7 @@ class PatroniCluster:
         for node in self.nodes:  # a postmaster left behind by a killed Patroni
             pid = _postmaster_pid(node)
             if pid is not None:
-                _kill_tree(pid, signal.SIGKILL)
+                kill_tree(pid, signal.SIGKILL)
         if self._etcd is not None and self._etcd.poll() is None:
             self._etcd.terminate()
             self._etcd.wait(10)
@@ -178,9 +178,9 @@ class PatroniCluster:
         process = self._patroni.get(name)
         postmaster = _postmaster_pid(self.node(name))
         if process is not None and process.poll() is None:
-            _kill_tree(process.pid, signum)
+            kill_tree(process.pid, signum)
         if postmaster is not None:
-            _kill_tree(postmaster, signum)
+            kill_tree(postmaster, signum)
 
 
 def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -204,7 +204,7 @@ def _postmaster_pid(node: _patroni.Node) -> int | None:
     return pid
 
 
-def _kill_tree(pid: int, signum: int) -> None:
+def kill_tree(pid: int, signum: int) -> None:
     """Signal ``pid`` and its descendants (children first listed, all signalled)."""
     for target in [pid, *_descendants(pid)]:
         try:

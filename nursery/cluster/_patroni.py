@@ -93,6 +93,10 @@ def node_config(node: Node, *, etcd_url: str, bin_dir: Path, strict: bool = True
                     "parameters": {"wal_level": "replica", "hot_standby": "on",
                                    "wal_log_hints": "on", "max_wal_senders": 10,
                                    "max_replication_slots": 10, "wal_keep_size": "128MB",
+                                   # A standby retries its stream every 5 s by default: after a
+                                   # failover that delays the new primary's first sync standby,
+                                   # and with strict mode every commit waits for one.
+                                   "wal_retrieve_retry_interval": "250ms",
                                    # A fast node: small shared memory and no fsync waits
                                    # are not what makes it durable here, the standby is.
                                    "shared_buffers": "32MB", "max_connections": 200},
