@@ -3,6 +3,7 @@ time, and a soak that watches the instances' memory.
 
     .venv/bin/python bench/faults.py                       # every fault, then a 10-minute soak
     .venv/bin/python bench/faults.py --cases redis,caddy --soak 0 --json out.json
+    .venv/bin/python bench/faults.py --ha --soak 0          # the data tier's failover rows
 
 It starts a PostgreSQL and a Redis of its own (so that it can stop them for as long as a fault
 needs: the cluster's supervisor would restart its own at once) and ``nursery cluster up`` (3
@@ -25,6 +26,11 @@ writers (every ``--soak-interval`` s: each user stays under the default write li
 socket and reconnecting every ``--churn`` seconds; each instance's RSS (``/proc/PID``) before
 the load, at the start of the soak (after the warm-up) and at its end.
 
+With ``--ha`` the cluster is ``nursery cluster up --ha`` instead (etcd and 3 PostgreSQL nodes
+under Patroni, its own Redis) and the faults are those of ``tests/cluster/ha_faults.py``: a
+planned switchover, the primary's node lost, the primary's node hung 30 s; their rows also say
+how many nodes were the running primary at once (must be 1).
+
 Black box: HTTP, ``/ws``, the ``nursery cluster`` command and its state file; nothing here
 depends on how an instance is built.
 """
@@ -46,6 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.cluster.faults import FAULTS, Deployment, run_case  # noqa: E402
+from tests.cluster.ha_faults import HA_FAULTS, HADeployment  # noqa: E402
 from tests.cluster.load import load_through  # noqa: E402
 from tests.cluster.support import RunningCluster, start_cluster  # noqa: E402
 from tests.servers import PrivatePostgres, RedisServer, scratch_dir  # noqa: E402
@@ -62,6 +69,7 @@ COLUMNS = [
     ("longest_device_gap_s", "longest device gap (s)"),
     ("fault_s", "component away (s)"),
     ("recovered_s", "service normal after (s)"),
+    ("primaries_seen", "primaries at once"),
 ]
 
 
@@ -133,7 +141,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[key]) for key, _ in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row.get(key, "-")) for key, _ in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -152,18 +160,24 @@ def soak_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run(deployment: Deployment, args: argparse.Namespace) -> dict[str, Any]:
+async def run(deployment: Deployment | HADeployment, args: argparse.Namespace) -> dict[str, Any]:
     rows = []
+    faults: dict[str, Any] = HA_FAULTS if args.ha else FAULTS
     for case in args.cases:
-        title, inject = FAULTS[case]
+        title, inject = faults[case]
         print(f"fault: {title}", file=sys.stderr, flush=True)
-        figures = await run_case(deployment, inject, devices=args.devices, writers=args.writers,
-                                 interval=args.interval)
+        if isinstance(deployment, HADeployment):
+            deployment.primaries_seen = 0
+        figures = await run_case(deployment, inject, devices=args.devices,  # type: ignore[arg-type]
+                                 writers=args.writers, interval=args.interval)
+        if isinstance(deployment, HADeployment):
+            figures["primaries_seen"] = deployment.primaries_seen
+            figures["clean"] = figures["clean"] and deployment.primaries_seen == 1
         rows.append({"case": case, "fault": title, **figures})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     result: dict[str, Any] = {"load": {"devices": args.devices, "writers": args.writers,
                                        "interval_s": args.interval}, "faults": rows}
-    if args.soak > 0:
+    if args.soak > 0 and isinstance(deployment, Deployment):
         result["soak"] = await soak(deployment, args)
     return result
 
@@ -171,8 +185,11 @@ async def run(deployment: Deployment, args: argparse.Namespace) -> dict[str, Any
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default=",".join(FAULTS),
-                        help=f"comma-separated, from {', '.join(FAULTS)} (default: all)")
+    parser.add_argument("--cases", default=None,
+                        help=f"comma-separated, from {', '.join(FAULTS)}; with --ha from "
+                             f"{', '.join(HA_FAULTS)} (default: all)")
+    parser.add_argument("--ha", action="store_true",
+                        help="cluster up --ha and the data tier's faults (no soak)")
     parser.add_argument("--devices", type=int, default=4, help="websockets of the user (default 4)")
     parser.add_argument("--writers", type=int, default=2, help="writing clients (default 2)")
     parser.add_argument("--interval", type=float, default=0.04,
@@ -187,11 +204,14 @@ def main() -> int:
                         help="seconds between two device reconnects in the soak (default 5)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    args.cases = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in args.cases if c not in FAULTS]
+    known = HA_FAULTS if args.ha else FAULTS
+    args.cases = [c for c in (args.cases or ",".join(known)).split(",") if c]
+    unknown = [c for c in args.cases if c not in known]
     if unknown:
         parser.error(f"unknown case(s): {', '.join(unknown)}")
 
+    if args.ha:
+        return _main_ha(args)
     scratch = scratch_dir("nursery-faults-")
     postgres = PrivatePostgres(scratch / "postgres")  # fsync on, as in production
     redis = RedisServer(scratch / "redis")
@@ -209,6 +229,23 @@ def main() -> int:
         redis.stop()
         postgres.stop()
         shutil.rmtree(scratch, ignore_errors=True)
+    return _report(result, args)
+
+
+def _main_ha(args: argparse.Namespace) -> int:
+    scratch = scratch_dir("nursery-faults-ha-")
+    cluster: RunningCluster | None = None
+    try:
+        cluster = start_cluster(scratch / "cluster", extra_args=("--ha",))
+        result = trio.run(run, HADeployment(cluster), args)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return _report(result, args)
+
+
+def _report(result: dict[str, Any], args: argparse.Namespace) -> int:
     print(table(result["faults"]))
     if "soak" in result:
         print()

@@ -25,6 +25,7 @@ def etcd_argv(etcd: str, *, host: str, client_port: int, peer_port: int, directo
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new",
             "--heartbeat-interval", "100", "--election-timeout", "1000",
+            "--enable-v2=true",  # Patroni's "etcd" (v2) client: see _patroni
             "--logger", "zap", "--log-level", "warn"]
 
 

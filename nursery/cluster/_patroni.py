@@ -81,7 +81,12 @@ def node_config(node: Node, *, etcd_url: str, bin_dir: Path, strict: bool = True
         "log": {"level": "INFO"},
         "restapi": {"listen": f"{node.host}:{node.api_port}",
                     "connect_address": f"{node.host}:{node.api_port}"},
-        "etcd3": {"hosts": [etcd_url.removeprefix("http://")]},
+        # etcd's v2 API, not "etcd3": Patroni 3.0.2 (Debian 12) renews the leader key through
+        # v3 with an unconditional put, so a primary that was hung past its ttl overwrites
+        # the key its successor took (patroni/patroni#2689, fixed in 3.0.3): two primaries,
+        # writes lost. Seen here (the node_hung fault); v2 renews with a compare-and-swap
+        # on its own name, which fails, and the old primary demotes.
+        "etcd": {"hosts": [etcd_url.removeprefix("http://")]},
         "bootstrap": {
             "dcs": {
                 "ttl": ttl, "loop_wait": loop_wait, "retry_timeout": retry_timeout,
