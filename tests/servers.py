@@ -189,8 +189,11 @@ class RedisCluster:
     ``start`` returns once every node reports the whole cluster healthy (``ready``); so does
     ``start_node``. Whoever calls ``start`` calls ``stop``."""
 
-    def __init__(self, directory: Path, *, nodes: int = redis_cluster.NODES) -> None:
+    def __init__(self, directory: Path, *, nodes: int = redis_cluster.NODES,
+                 replicas: int = 0) -> None:
+        """``replicas`` per master: ``nodes`` counts them too (6 nodes, 1 replica: 3 masters)."""
         self.directory = directory
+        self.replicas = replicas
         ports: list[int] = []
         while len(ports) < 2 * nodes:  # each node's client and bus ports, all distinct
             if (port := free_port()) not in ports:
@@ -248,7 +251,17 @@ class RedisCluster:
                      for node in self.nodes]
         except OSError:
             return False
-        return all(redis_cluster.ready(info, len(self.nodes)) for info in infos)
+        return all(redis_cluster.ready(info, len(self.nodes)) for info in infos) and (
+            not self.replicas or self._replicas_linked())
+
+    def _replicas_linked(self) -> bool:
+        """Every replica streams from its master (a replica that never did cannot take over:
+        its data's age is unknown)."""
+        linked = 0
+        for node in self.nodes:
+            info = redis_cluster.parse_info(node.text("INFO", "replication", timeout=1.0))
+            linked += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        return linked == len(self.nodes) * self.replicas // (1 + self.replicas)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -366,7 +379,8 @@ class RedisCluster:
         redis_cli = shutil.which("redis-cli")
         if redis_cli is None:
             raise ServerFailed("redis-cli not found: apt-get install redis-tools")
-        argv = redis_cluster.create_argv(redis_cli, "127.0.0.1", [n.port for n in self.nodes])
+        argv = redis_cluster.create_argv(redis_cli, "127.0.0.1", [n.port for n in self.nodes],
+                                         self.replicas)
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                                     stdin=subprocess.DEVNULL)

@@ -37,11 +37,14 @@ def node_args(*, bus_port: int, directory: Path) -> list[str]:
             "--cluster-require-full-coverage", "no"]
 
 
-def create_argv(redis_cli: str, host: str, ports: Sequence[int]) -> list[str]:
+def create_argv(redis_cli: str, host: str, ports: Sequence[int], replicas: int = 0) -> list[str]:
     """The command that joins empty nodes into one cluster, the slots split evenly between
-    them (it fails on a node that already holds slots or knows other nodes)."""
+    the masters (it fails on a node that already holds slots or knows other nodes). With
+    ``replicas`` per master, ``len(ports) / (1 + replicas)`` nodes become masters and the
+    others their replicas: a master that fails is replaced by its replica, elected by the
+    other masters once it was silent ``NODE_TIMEOUT_MS``."""
     return [redis_cli, "--cluster", "create", *(f"{host}:{port}" for port in ports),
-            "--cluster-replicas", "0", "--cluster-yes"]
+            "--cluster-replicas", str(replicas), "--cluster-yes"]
 
 
 def parse_info(text: str) -> dict[str, str]:
