@@ -72,6 +72,9 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
                 probe = patroni_probe_of(proc["host"], proc["port"], proc)
             elif proc["kind"] == "etcd":
                 probe = _ha.etcd_probe_of(proc["host"], proc["port"])
+            elif proc["kind"] == "redis-node":
+                nodes = sum(p["kind"] == "redis-node" for p in state.get("processes", []))
+                probe = redis_cluster_probe_of(proc["host"], proc["port"], nodes)
             else:
                 probe = probes.get(proc["kind"], readyz_probe)(proc["host"], proc["port"])
             nursery.start_soon(one, proc["name"], probe)
@@ -270,8 +273,10 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                          "with NURSERY_REDIS_URL set: it names a cluster node (also "
                          "NURSERY_REDIS_CLUSTER=true)")
     up.add_argument("--ha", action="store_true", default=None,
-                    help="PostgreSQL with automatic failover: etcd and 3 nodes under Patroni "
-                         "(a synchronous standby; needs the etcd-server and patroni packages)")
+                    help="no single point of failure in the data tier: PostgreSQL with automatic "
+                         "failover (etcd and 3 nodes under Patroni, a synchronous standby; needs "
+                         "the etcd-server and patroni packages) and a Redis Cluster of 3 masters "
+                         "with a replica each (unless NURSERY_REDIS_URL is set)")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -311,7 +316,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
             caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
-            redis_cluster=args.redis_cluster, ha=args.ha)
+            redis_cluster=True if args.ha else args.redis_cluster, ha=args.ha)
         _check_config(config)
         trio.run(run_cluster, config)
     except BaseException as exc:

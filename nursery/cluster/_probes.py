@@ -109,13 +109,13 @@ async def redis_probe(host: str, port: int) -> str | None:
     return "PONG" if reply.startswith(b"+PONG") else None
 
 
-def redis_cluster_probe_of(host: str, port: int) -> Callable[[], Any]:
-    return lambda: redis_cluster_probe(host, port)
+def redis_cluster_probe_of(host: str, port: int, size: int = redis_cluster.NODES) -> Callable[[], Any]:
+    return lambda: redis_cluster_probe(host, port, size)
 
 
-async def redis_cluster_probe(host: str, port: int) -> str | None:
+async def redis_cluster_probe(host: str, port: int, size: int = redis_cluster.NODES) -> str | None:
     """"cluster ok, slots 0-5460" when the node reports the whole cluster healthy (state ok,
-    every slot served, every node known: ``redis_cluster.ready``), with the slots it serves;
+    every slot served, all ``size`` nodes known: ``redis_cluster.ready``), with the slots it serves;
     a node that answers PING but is not (yet) part of a healthy cluster is not ready."""
     address = f"[{host}]" if ":" in host else host
     try:
@@ -125,7 +125,7 @@ async def redis_cluster_probe(host: str, port: int) -> str | None:
         return None
     if not isinstance(info, bytes) or not isinstance(nodes, bytes):
         return None  # refused: not a cluster node
-    if not redis_cluster.ready(redis_cluster.parse_info(info.decode())):
+    if not redis_cluster.ready(redis_cluster.parse_info(info.decode()), size):
         return None
     return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
 

@@ -95,6 +95,7 @@ class Supervisor:
         self.roll_wanted = trio.Event()
         self.startup_scope = trio.CancelScope()
         self.ha_nodes: list[Any] = []  # the Patroni nodes of --ha (_patroni.Node)
+        self.redis_replicas = 1 if config.ha else 0  # per master of our own Redis Cluster
 
     # -- building the children ------------------------------------------------------------
 
@@ -187,11 +188,13 @@ class Supervisor:
         shutil.rmtree(root, ignore_errors=True)
         taken = {*config.instance_ports, config.proxy_port}
         ports: list[int] = []
-        while len(ports) < 2 * redis_cluster.NODES:  # a client and a bus port per node
+        # --ha: a replica per master (Redis Cluster promotes it when its master fails)
+        count = redis_cluster.NODES * (1 + self.redis_replicas)
+        while len(ports) < 2 * count:  # a client and a bus port per node
             if (port := free_port(config.host)) not in taken:
                 taken.add(port)
                 ports.append(port)
-        for i in range(redis_cluster.NODES):
+        for i in range(count):
             port, bus_port = ports[2 * i], ports[2 * i + 1]
             node_dir = root / f"node-{i + 1}"
             node_dir.mkdir(parents=True)
@@ -201,7 +204,7 @@ class Supervisor:
                  "--appendonly", "no", "--dir", str(node_dir), "--daemonize", "no",
                  *redis_cluster.node_args(bus_port=bus_port, directory=node_dir)],
                 base_env, config.host, port, logs / f"redis-{i + 1}.log",
-                redis_cluster_probe_of(config.host, port)))
+                redis_cluster_probe_of(config.host, port, count)))
         self.redis_url = f"redis://{config.host}:{ports[0]}/0"  # a seed: clients find the rest
 
     # -- state file -----------------------------------------------------------------------
@@ -353,7 +356,8 @@ class Supervisor:
                     raise ClusterError(f"{child.name} did not answer PING within {timeout:.0f} s; "
                                        f"{child.log_path} ends:\n{log_tail(child.log_path)}")
                 await trio.sleep(POLL)
-        argv = redis_cluster.create_argv(self.config.redis_cli, self.config.host, [c.port for c in nodes])
+        argv = redis_cluster.create_argv(self.config.redis_cli, self.config.host, [c.port for c in nodes],
+                                         self.redis_replicas)
         log.info("forming the Redis Cluster: %s", " ".join(argv))
         output_path = self.directory / LOG_DIR / "redis-cluster-create.log"
         with trio.move_on_after(max(1.0, deadline - trio.current_time())) as waited:
@@ -382,7 +386,11 @@ class Supervisor:
             if stage is patroni and patroni:
                 leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
                 log.info("PostgreSQL leader: %s", leader)
-                nursery.start_soon(_ha.watch_roles, patroni, self.ha_nodes, self.write_state)
+            if stage is redis_nodes and self.config.ha:
+                await _ha.until_replicas_linked(redis_nodes, self.config.ready_timeout)
+        if self.config.ha:
+            nursery.start_soon(_ha.watch_roles, patroni + redis_nodes, self.ha_nodes,
+                               self.write_state)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
 
