@@ -5,8 +5,9 @@ node must say before it counts as ready. No I/O here: each caller runs the proce
 
 Choices, and why:
 
-- No replicas: this is a development and test topology. A stopped node's slots are then
-  unserved until it is back, which is the fault the broker has to survive.
+- No replicas by default (a development and test topology: a stopped node's slots are then
+  unserved until it is back, which is the fault the broker has to survive); one per master
+  under ``cluster up --ha`` (``create_argv``'s ``replicas``), promoted by Redis Cluster itself.
 - ``cluster-require-full-coverage no``: without it every node answers ``CLUSTERDOWN`` while
   one shard is down; with it the other shards keep working (losing a shard loses only the
   keys and channels of its slots).
@@ -24,8 +25,10 @@ from pathlib import Path
 NODES = 3
 SLOTS = 16384
 # How long a silent node takes to be marked failing. Without replicas nothing fails over, so
-# this only decides how soon the others report the shard down, and how soon they forget it.
-NODE_TIMEOUT_MS = 2000
+# this only decides how soon the others report the shard down, and how soon they forget it;
+# with replicas (--ha) it is most of a failover: a master's replica takes over ~1-2 s after
+# it (the election's delays), and the broker's users hear live messages again within 5 s.
+NODE_TIMEOUT_MS = 1500
 
 
 def node_args(*, bus_port: int, directory: Path) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nursery.cluster import ClusterConfig
+from nursery.cluster import ClusterConfig, _patroni
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._prometheus import find_rules, prometheus_config
 from nursery.config import Settings
@@ -162,6 +162,54 @@ def test_the_redis_cluster_override_is_valid_and_runs_the_local_clusters_nodes()
         assert service["environment"]["NURSERY_REDIS_URL"] == "redis://redis:6379/0"
         assert Settings.from_env(service["environment"]).redis_cluster is True
         assert service["depends_on"]["redis-cluster-init"] == {"condition": "service_completed_successfully"}
+
+
+def test_the_ha_override_runs_patroni_nodes_and_redis_replicas_as_cluster_up_ha_does() -> None:
+    """compose.ha.yaml on top of compose.yaml and compose.redis-cluster.yaml: three Patroni
+    nodes (``postgres`` the first) with the choices of ``nursery cluster up --ha`` (a strict
+    synchronous standby, etcd's v2 API, its timings), the instances naming every node with
+    target_session_attrs=read-write, six Redis nodes joined with a replica per master;
+    nothing more published; the passwords are required."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    files = ["-f", str(COMPOSE), "-f", str(ROOT / "compose.redis-cluster.yaml"),
+             "-f", str(ROOT / "compose.ha.yaml")]
+    env = cluster_env(NURSERY_SECRET_KEY="test-secret", POSTGRES_PASSWORD="pw",
+                      REPLICATION_PASSWORD="rpw")
+    result = subprocess.run(["docker-compose", *files, "config"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == {"caddy", "nursery-1", "nursery-2", "nursery-3", "postgres", "pg-2",
+                             "pg-3", "etcd", "redis", "redis-2", "redis-3", "redis-4", "redis-5",
+                             "redis-6", "redis-cluster-init", "mongo", "prometheus"}
+    assert "--enable-v2=true" in services["etcd"]["command"]
+    for n, node in enumerate(("postgres", "pg-2", "pg-3"), start=1):
+        assert services[node]["environment"]["PATRONI_NAME"] == f"pg-{n}"
+        assert services[node]["depends_on"]["etcd"] == {"condition": "service_healthy"}
+    patroni = yaml.safe_load((ROOT / "conf/patroni/patroni.yml").read_text())
+    dcs = patroni["bootstrap"]["dcs"]
+    assert "etcd" in patroni and "etcd3" not in patroni  # patroni/patroni#2689 (docs/operations.md)
+    assert dcs["synchronous_mode"] is True and dcs["synchronous_mode_strict"] is True
+    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (
+        _patroni.TTL, _patroni.LOOP_WAIT, _patroni.RETRY_TIMEOUT)
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"]
+    for n in (1, 2, 3):
+        settings = Settings.from_env(services[f"nursery-{n}"]["environment"])
+        assert settings.database_url is not None
+        hosts = settings.database_url.split("@", 1)[1].split("/", 1)[0].split(",")
+        assert hosts == ["postgres:5432", "pg-2:5432", "pg-3:5432"]
+        assert settings.database_url.endswith("?target_session_attrs=read-write")
+        assert settings.db_timeout >= 10 and settings.redis_cluster is True
+    script = " ".join(services["redis-cluster-init"]["command"])
+    assert "--cluster-replicas 1 --cluster-yes" in script
+    assert all(f"getent hosts {node} " in script for node in
+               ("redis", "redis-2", "redis-3", "redis-4", "redis-5", "redis-6"))
+    published = {name: s.get("ports") for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"caddy", "prometheus"}
+    missing = subprocess.run(["docker-compose", *files, "config", "-q"], capture_output=True,
+                             text=True, env=cluster_env(NURSERY_SECRET_KEY="test-secret"), timeout=60)
+    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
