@@ -386,13 +386,13 @@ class Supervisor:
             if stage is patroni and patroni:
                 leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
                 log.info("PostgreSQL leader: %s", leader)
-            if stage is redis_nodes and self.config.ha:
+            if stage is redis_nodes and redis_nodes and self.config.ha:
                 await _ha.until_replicas_linked(redis_nodes, self.config.ready_timeout)
+            if stage is postgres and self.postgres is not None:
+                await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
         if self.config.ha:
             nursery.start_soon(_ha.watch_roles, patroni + redis_nodes, self.ha_nodes,
                                self.write_state)
-            if stage is postgres and self.postgres is not None:
-                await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
 
     async def stop_all(self) -> None:
         self.state = "stopping"
