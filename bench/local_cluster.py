@@ -22,7 +22,7 @@ import httpx
 import trio
 
 from nursery.cluster import _redis_cluster as cluster_nodes
-from nursery.pubsub.resp import Client
+from nursery.redis.resp import Client
 from nursery.stores.embedded import PrivatePostgres, free_port
 
 

@@ -31,13 +31,14 @@ from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
 from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
-from nursery.pubsub import open_broker, open_rate_limiter
+from nursery.pubsub import open_broker
 from nursery.pubsub.broker import Broker, Presence
-from nursery.pubsub.hub import Hub
-from nursery.pubsub.local_first import LocalFirstLimiter
+from nursery.ratelimit import open_rate_limiter
+from nursery.ratelimit.local_first import LocalFirstLimiter
 from nursery.service.accounts import Accounts
 from nursery.service.activity import Activity
 from nursery.service.audit import Audit
+from nursery.service.hub import Hub
 from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
 from nursery.service.retention import AuditRetention

@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from nursery.cluster import _redis_cluster as redis_cluster
-from nursery.pubsub import resp
+from nursery.redis import resp
 
 PROBE_TIMEOUT = 2.0
 MAX_RESPONSE = 1 << 20

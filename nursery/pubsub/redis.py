@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
 from nursery.pubsub.broker import EVERYONE, Deliver
-from nursery.pubsub.resp_cluster import Commands, open_redis_client
-from nursery.pubsub.subscription import RECOVERABLE, ChannelSubscription, reason
+from nursery.redis import resp
+from nursery.redis.resp_cluster import Commands, open_redis_client
+from nursery.redis.subscription import RECOVERABLE, ChannelSubscription, reason
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ import trio
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub.broker import EVERYONE, Deliver
 from nursery.pubsub.redis import channel, describe, topic_of, unavailable_as_broker_error
-from nursery.pubsub.resp_cluster import ClusterClient, key_slot
-from nursery.pubsub.subscription import RECOVERABLE, ChannelSubscription, backoff_delays, reason
+from nursery.redis.resp_cluster import ClusterClient, key_slot
+from nursery.redis.subscription import RECOVERABLE, ChannelSubscription, backoff_delays, reason
 
 log = logging.getLogger(__name__)
 

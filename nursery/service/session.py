@@ -50,9 +50,9 @@ from nursery.protocol.close_codes import (
     UNAUTHENTICATED,
     ProtocolError,
 )
-from nursery.pubsub.hub import Hub, Item
-from nursery.pubsub.ratelimit import Rate, gcra
+from nursery.ratelimit.gcra import Rate, gcra
 from nursery.service.accounts import Principal
+from nursery.service.hub import Hub, Item
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from nursery.edge.http import Request
 from nursery.edge.router import Router, SocketOutcome
 from nursery.edge.websocket import WebSocket
 from nursery.protocol import graphql_ws
-from nursery.pubsub.hub import Hub
 from nursery.service.accounts import Accounts
+from nursery.service.hub import Hub
 from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
 

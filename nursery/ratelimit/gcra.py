@@ -6,7 +6,7 @@ is allowed when, after adding one emission interval ``per / count``, the TAT is 
 ``per`` ahead of now; otherwise the answer says how long until it would be.
 
 Backends: ``MemoryRateLimiter`` (one process) here; ``RedisRateLimiter`` in
-``redis_limits.py`` (one Lua script per hit, Redis's own clock, so every instance agrees).
+``redis.py`` (one Lua script per hit, Redis's own clock, so every instance agrees).
 Both also take hits in bulk (``charge``) for ``local_first.LocalFirstLimiter``.
 """
 

@@ -1,7 +1,7 @@
 """``RedisRateLimiter``: GCRA in Redis, one Lua script (one round trip) per hit.
 
 The script reads Redis's clock (TIME), so instances with skewed clocks still share one
-limit. Keys expire when their TAT passes. See ``ratelimit.py`` for the algorithm.
+limit. Keys expire when their TAT passes. See ``gcra.py`` for the algorithm.
 
 On a Redis Cluster (``cluster=True``) every script call must keep its keys in one slot: a
 charge runs one script per slot (all in one pipeline, one round trip per master) instead of
@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
-from nursery.pubsub.ratelimit import Hits, Rate, Verdict
 from nursery.pubsub.redis import describe, unavailable_as_broker_error
-from nursery.pubsub.resp_cluster import Commands, key_slot, open_redis_client, run_scripts
+from nursery.ratelimit.gcra import Hits, Rate, Verdict
+from nursery.redis import resp
+from nursery.redis.resp_cluster import Commands, key_slot, open_redis_client, run_scripts
 
 KEY = "nursery:rate:{key}"
 

@@ -57,8 +57,8 @@ from typing import Any, Protocol
 
 import trio
 
-from nursery.pubsub import resp
-from nursery.pubsub.resp_slots import Topology, command_slot, key_slot, node_name
+from nursery.redis import resp
+from nursery.redis.resp_slots import Topology, command_slot, key_slot, node_name
 
 __all__ = ["ClusterClient", "Commands", "ShardUnavailable", "Topology", "key_slot",
            "open_redis_client", "run_scripts"]

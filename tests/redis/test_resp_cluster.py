@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
 from nursery.pubsub.redis import unavailable_as_broker_error
-from nursery.pubsub.resp_cluster import (
+from nursery.redis import resp
+from nursery.redis.resp_cluster import (
     ClusterClient,
     ShardUnavailable,
     Topology,

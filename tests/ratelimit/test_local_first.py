@@ -8,8 +8,8 @@ import pytest
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub.local_first import DEFAULT_PERIOD, LocalFirstLimiter
-from nursery.pubsub.ratelimit import Hits, MemoryRateLimiter, Rate
+from nursery.ratelimit.gcra import Hits, MemoryRateLimiter, Rate
+from nursery.ratelimit.local_first import DEFAULT_PERIOD, LocalFirstLimiter
 
 RATE = Rate(3, 60)  # one hit per 20 s, three at once
 
@@ -63,7 +63,7 @@ async def test_without_the_shared_counters_the_local_limit_holds_and_passes_are_
 
 
 async def test_hits_waiting_for_a_charge_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("nursery.pubsub.local_first.MAX_PENDING", 3)
+    monkeypatch.setattr("nursery.ratelimit.local_first.MAX_PENDING", 3)
     limiter = LocalFirstLimiter(MemoryRateLimiter())  # its charging task never runs here
     for user in range(5):
         assert (await limiter.hit(f"u{user}", RATE)).allowed  # the local limit still decides

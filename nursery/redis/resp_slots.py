@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from nursery.pubsub import resp
+from nursery.redis import resp
 
 log = logging.getLogger(__name__)
 

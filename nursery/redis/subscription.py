@@ -25,8 +25,8 @@ from typing import NoReturn
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
 from nursery.pubsub.broker import Deliver, Delivery, Followed, Message, Resubscribed
+from nursery.redis import resp
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import NoReturn
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub.ratelimit import Hits, Rate, SharedCounters, Verdict, gcra
+from nursery.ratelimit.gcra import Hits, Rate, SharedCounters, Verdict, gcra
 
 log = logging.getLogger(__name__)
 

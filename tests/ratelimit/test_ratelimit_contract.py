@@ -12,8 +12,8 @@ import trio
 
 from nursery.config import Settings
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
-from nursery.pubsub.ratelimit import gcra
+from nursery.ratelimit import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
+from nursery.ratelimit.gcra import gcra
 
 OpenLimiters = Callable[[int], AbstractAsyncContextManager[list[SharedRateLimiter]]]
 
