@@ -1,8 +1,8 @@
 """The edge: one listening port for everything an instance serves, on Trio.
 
 Every connection gets one task, which reads its HTTP requests (``http.serve_http``) and
-answers each from the edge's own routes (``Router``: the REST API) or, for everything else,
-from the Quart app (``asgi``: GraphQL over HTTP, the web page, health, metrics). A websocket
+answers each from the edge's own routes (``Router``: the REST API, health, readiness) or, for
+everything else, from the Quart app (``asgi``: GraphQL over HTTP, the web page, metrics). A websocket
 upgrade to one of the router's socket paths turns the connection into that endpoint's
 session, in the same task, until it closes.
 
@@ -34,7 +34,6 @@ from nursery.edge.router import Router, SocketRoute
 from nursery.edge.websocket import WebSocket, accept_key
 from nursery.errors import NurseryError
 from nursery.metrics import Metrics
-from nursery.protocol.close_codes import GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +266,7 @@ class Edge:
         try:
             if route.subprotocol is not None and chosen is None:
                 with trio.move_on_after(self.send_timeout):
-                    await ws.close(GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
+                    await ws.close(route.unacceptable_code, "Subprotocol not acceptable")
                 outcome = None
             else:
                 outcome = await route.handler(request, ws)

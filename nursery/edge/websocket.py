@@ -24,8 +24,7 @@ from collections import deque
 
 import trio
 
-from nursery.protocol.close_codes import NOT_TEXT, PROTOCOL_VIOLATION, TOO_BIG, ProtocolError
-from nursery.service.session import TransportClosed
+from nursery.protocol.close_codes import NOT_TEXT, PROTOCOL_VIOLATION, TOO_BIG, ProtocolError, TransportClosed
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours

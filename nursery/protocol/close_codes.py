@@ -2,7 +2,9 @@
 
 The server closes a socket for one of these reasons, decided in one place
 (``nursery.service.session``); clients decide from the code whether to reconnect
-(``RECONNECT_NOW``, ``RECONNECT_LATER``) or stop (``FINAL``). ``docs/protocol.md`` lists them
+(``RECONNECT_NOW``, ``RECONNECT_LATER``) or stop (``FINAL``). The two exceptions every socket
+speaks: ``ProtocolError`` (a frame or message not allowed: close with its code) and
+``TransportClosed`` (the peer is gone). ``docs/protocol.md`` lists them
 for users, and a test keeps that table and this module in step.
 """
 
@@ -43,3 +45,7 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class TransportClosed(Exception):
+    """The peer is gone: nothing more can be sent or received on the socket."""

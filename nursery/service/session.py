@@ -49,6 +49,7 @@ from nursery.protocol.close_codes import (
     TRY_AGAIN_LATER,
     UNAUTHENTICATED,
     ProtocolError,
+    TransportClosed,
 )
 from nursery.ratelimit.gcra import Rate, gcra
 from nursery.service.accounts import Principal
@@ -59,10 +60,6 @@ log = logging.getLogger(__name__)
 NEVER = float("inf")
 
 Authenticate = Callable[[str], Awaitable[Principal]]  # ``Accounts.authenticate``
-
-
-class TransportClosed(Exception):
-    """The peer is gone: nothing more can be sent or received."""
 
 
 class Transport(Protocol):

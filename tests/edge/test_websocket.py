@@ -16,8 +16,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 
 from nursery.edge.websocket import WebSocket, accept_key, close_payload
 from nursery.protocol import close_codes
-from nursery.protocol.close_codes import ProtocolError
-from nursery.service.session import TransportClosed
+from nursery.protocol.close_codes import ProtocolError, TransportClosed
 
 MAX = 1024
 

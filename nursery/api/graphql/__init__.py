@@ -28,6 +28,7 @@ from nursery.edge.http import Request
 from nursery.edge.router import Router, SocketOutcome
 from nursery.edge.websocket import WebSocket
 from nursery.protocol import graphql_ws
+from nursery.protocol.close_codes import GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE
 from nursery.service.accounts import Accounts
 from nursery.service.hub import Hub
 from nursery.service.session import Session, SessionLimits, SessionObserver
@@ -64,7 +65,8 @@ def graphql_router(
     """The ``graphql-transport-ws`` websocket on /graphql, served by the edge."""
     router = Router()
 
-    @router.websocket("/graphql", subprotocol=graphql_ws.SUBPROTOCOL, plain_http=True)
+    @router.websocket("/graphql", subprotocol=graphql_ws.SUBPROTOCOL,
+                      unacceptable_code=GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE, plain_http=True)
     async def subscriptions(request: Request, ws: WebSocket) -> SocketOutcome:
         session = Session(
             ws, authenticate=accounts.authenticate, hub=hub, limits=limits, observer=observer
