@@ -16,7 +16,9 @@ Trio's own streams, so no asyncio loop has to run under Trio to reach Redis
 Errors: ``ConnectionLost`` (the connection is unusable: closed, reset, timed out, refused)
 and ``ReplyError`` (Redis answered with an error) are ``RedisError``s; a reply that does not
 come within ``timeout`` raises ``trio.TooSlowError`` and breaks the connection (its state is
-unknown). Callers map these to ``BrokerUnavailable`` (``pubsub.redis``).
+unknown). ``RECOVERABLE`` names them all; callers translate them into their own errors with
+``translated`` (the brokers into ``BrokerUnavailable``, the rate limiter into
+``RateLimiterUnavailable``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,26 @@ class ConnectionLost(RedisError):
 
 class ReplyError(RedisError):
     """Redis refused a command (``-ERR ...``)."""
+
+
+# What a lost or unreachable server looks like from here. Anything else is a bug: re-raised.
+RECOVERABLE: tuple[type[BaseException], ...] = (RedisError, OSError, trio.TooSlowError)
+
+
+def reason(exc: BaseException) -> str:
+    """A short, credential-free account of a failure, for logs and error messages."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def translated[T](call: Awaitable[T], error: Callable[[str], Exception], what: str) -> T:
+    """``call`` (bounded by the client's own timeout); a lost, unreachable or silent Redis
+    becomes ``error("redis <what> failed: <reason>")``, the caller's own exception."""
+    try:
+        return await call
+    except RECOVERABLE as exc:
+        raise error(f"redis {what} failed: {reason(exc)}") from exc
 
 
 @dataclass(frozen=True, slots=True)

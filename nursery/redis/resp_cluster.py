@@ -57,8 +57,9 @@ from typing import Any, Protocol
 
 import trio
 
+from nursery.logs import redact
 from nursery.redis import resp
-from nursery.redis.resp_slots import Topology, command_slot, key_slot, node_name
+from nursery.redis.resp_slots import Topology, command_slot, key_slot
 
 __all__ = ["ClusterClient", "Commands", "ShardUnavailable", "Topology", "key_slot",
            "open_redis_client", "run_scripts"]
@@ -247,17 +248,17 @@ class ClusterClient:
         try:
             answers = iter(await client.pipeline(wire))
         except resp.ConnectionLost as exc:
-            failure = resp.ConnectionLost(f"{node_name(url)}: {exc}")
+            failure = resp.ConnectionLost(f"{redact(url)}: {exc}")
             unreachable.update(index for index, _ in items)
         except trio.TooSlowError:
-            failure = resp.ConnectionLost(f"no reply from {node_name(url)} within {self._timeout} s")
+            failure = resp.ConnectionLost(f"no reply from {redact(url)} within {self._timeout} s")
         else:
             for index, asking in items:
                 if asking:
                     next(answers)  # ASKING's +OK
                 reply = next(answers)
                 if isinstance(reply, resp.ReplyError) and str(reply).startswith("CLUSTERDOWN"):
-                    reply = resp.ConnectionLost(f"{node_name(url)}: {reply}")
+                    reply = resp.ConnectionLost(f"{redact(url)}: {reply}")
                 replies[index] = reply
             return
         for index, _ in items:

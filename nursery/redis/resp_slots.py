@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import trio
 
+from nursery.logs import redact
 from nursery.redis import resp
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,10 @@ class Topology:
             async with resp.Connection.open(url, timeout=self._timeout) as connection:
                 ranges = await self._slot_map(connection, url)
         except _RECOVERABLE as exc:
-            failures.append(f"{node_name(url)}: {exc or type(exc).__name__}")
+            failures.append(f"{redact(url)}: {exc or type(exc).__name__}")
             return
         if not ranges:  # a node not (yet) part of a cluster: no answer
-            failures.append(f"{node_name(url)} serves no slots")
+            failures.append(f"{redact(url)} serves no slots")
             return
         answers.append(ranges)
         done.cancel()
@@ -176,12 +177,6 @@ def _pairs(flat: list[Any]) -> dict[bytes, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def node_name(url: str) -> str:
-    """host:port of ``url``, without credentials, for messages."""
-    address = resp.Address.from_url(url)
-    return f"{address.host}:{address.port}"
-
-
 def _describe_ranges(ranges: list[tuple[int, int, str]]) -> str:
-    return ", ".join(f"{first}-{last} {node_name(url)}" for first, last, url in ranges)
+    return ", ".join(f"{first}-{last} {redact(url)}" for first, last, url in ranges)
 

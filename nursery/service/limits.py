@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from nursery.errors import BrokerUnavailable, RateLimited, Unavailable
+from nursery.errors import RateLimited, RateLimiterUnavailable, Unavailable
 from nursery.ratelimit.gcra import Rate, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Limits:
     ) -> None:
         try:
             verdict = await (limiter or self._limiter).hit(key, rate)
-        except BrokerUnavailable as exc:
+        except RateLimiterUnavailable as exc:
             if not fail_open:
                 raise Unavailable("rate limits cannot be checked right now") from exc
             self._failed_open += 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from nursery.errors import BrokerUnavailable
+from nursery.errors import RateLimiterUnavailable
 from nursery.ratelimit.gcra import Hits, MemoryRateLimiter, Rate
 from nursery.ratelimit.local_first import DEFAULT_PERIOD, LocalFirstLimiter
 
@@ -46,7 +46,7 @@ async def test_other_instances_learn_the_shared_count_within_a_period(
 class Unreachable:
     async def charge(self, hits: Hits) -> dict[str, float]:
         await trio.sleep(0.5)
-        raise BrokerUnavailable("redis charge failed: timed out")
+        raise RateLimiterUnavailable("redis charge failed: timed out")
 
 
 async def test_without_the_shared_counters_the_local_limit_holds_and_passes_are_counted(
