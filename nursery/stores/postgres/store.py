@@ -12,27 +12,20 @@ returns once the connection is back in the pool.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 import trio
 
-from nursery.errors import NotFound, StoreUnavailable
+from nursery.errors import StoreUnavailable
 from nursery.models import (
-    ChangeBatch,
     Credentials,
     Session,
-    Todo,
     TodoDraft,
-    TodoPage,
-    TodoPatch,
     User,
     WriteResult,
 )
@@ -40,37 +33,20 @@ from nursery.stores.asyncio_thread import AsyncioThread
 from nursery.stores.postgres import _accounts, _todos
 from nursery.stores.postgres._errors import DRIVER_ERRORS, translate
 from nursery.stores.postgres.migrate import apply_migrations
+from nursery.stores.todo_methods import TodoMethods
+from nursery.stores.todo_methods import fingerprint as _fingerprint
+from nursery.stores.todo_methods import known_uuid as _known_id
+from nursery.stores.todo_methods import parse_uuid as _uuid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-def _uuid(value: str | None) -> uuid.UUID | None:
-    """Ids that are not UUIDs name nothing: the callers answer 404 as for unknown ids."""
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-def _fingerprint(operation: str, request: Any) -> str:
-    """What a keyed write asked for: a retry must ask the same, or it is a different request."""
-    body = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
-    return f"{operation} {hashlib.sha256(body.encode()).hexdigest()[:32]}"
-
-
-def _known_id(value: str, what: str) -> uuid.UUID:
-    parsed = _uuid(value)
-    if parsed is None:
-        raise NotFound(f"{what} not found")
-    return parsed
-
-
 Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
 
 
-class PostgresStore:
+class PostgresStore(TodoMethods):
+    _queries: ClassVar[Any] = _todos  # the todo queries (``TodoMethods``)
+
     def __init__(
         self, pool: asyncpg.Pool, aio: AsyncioThread, timeout: float,
         observe: Observe | None = None,
@@ -174,55 +150,6 @@ class PostgresStore:
             _todos.write, uid, apply, idempotency_key,
             _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
         )
-
-    async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
-        uid, tid = _uuid(user_id), _uuid(todo_id)
-        if uid is None or tid is None:
-            return None
-        return await self._run(_todos.get_todo, uid, tid)
-
-    async def list_todos(
-        self,
-        user_id: str,
-        *,
-        done: bool | None = None,
-        query: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> TodoPage:
-        uid = _known_id(user_id, "user")
-        return await self._run(_todos.list_todos, uid, done, query, limit, cursor)
-
-    async def update_todo(
-        self, user_id: str, todo_id: str, patch: TodoPatch, *, idempotency_key: str | None = None
-    ) -> WriteResult:
-        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
-        apply = _todos.update_todo(uid, tid, patch)
-        return await self._run(
-            _todos.write, uid, apply, idempotency_key,
-            _fingerprint(f"update {tid}", [patch.fields, patch.if_rev]), name="update_todo",
-        )
-
-    async def delete_todo(
-        self,
-        user_id: str,
-        todo_id: str,
-        *,
-        if_rev: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> WriteResult:
-        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
-        apply = _todos.delete_todo(uid, tid, if_rev)
-        return await self._run(
-            _todos.write, uid, apply, idempotency_key,
-            _fingerprint(f"delete {tid}", if_rev), name="delete_todo",
-        )
-
-    async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
-        return await self._run(_todos.changes_since, _known_id(user_id, "user"), since, limit)
-
-    async def purge_tombstones(self, older_than_seconds: float) -> int:
-        return await self._run(_todos.purge_tombstones, older_than_seconds)
 
 
 def _ended_mid_operation(exc: asyncpg.exceptions.InternalClientError) -> bool:
