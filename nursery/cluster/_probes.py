@@ -1,4 +1,5 @@
-"""Probes of the cluster's processes, with no HTTP library (the supervisor needs none).
+"""Probes of the cluster's processes: HTTP with httpx, Redis with our own client, and
+PostgreSQL with one startup message.
 
 Each probe answers a short description when the process is healthy, None otherwise (no
 answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none raises.
@@ -11,6 +12,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import trio
 
 from nursery.cluster import _redis_cluster as redis_cluster
@@ -23,56 +25,23 @@ MAX_RESPONSE = 1 << 20
 async def http_get(
     host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT
 ) -> tuple[int, bytes] | None:
-    """(status, body) of ``GET path``, or None when nothing (valid) answers in time. Reads
-    by Content-Length or chunks, not to the end of the stream: a server may keep the socket
-    open after ``Connection: close``."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
-               f"User-Agent: nursery-cluster\r\n\r\n").encode()
-    data = b""
+    """(status, body) of ``GET path``, or None when nothing (valid) answers in time or the
+    body is over ``MAX_RESPONSE``."""
+    address = f"[{host}]" if ":" in host else host
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
-            async with stream:
-                await stream.send_all(request)
-                while not _response_complete(data) and len(data) < MAX_RESPONSE:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError, IndexError):
+            # trust_env=False: a proxy from the environment must not stand between us and ours.
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False,
+                                         headers={"user-agent": "nursery-cluster"}) as client, \
+                    client.stream("GET", f"http://{address}:{port}{path}") as response:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE:
+                        return None
+    except (httpx.HTTPError, OSError, trio.TooSlowError):
         return None
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _unchunk(body)
-    return status, body
-
-
-def _response_complete(data: bytes) -> bool:
-    head, found, body = data.partition(b"\r\n\r\n")
-    if not found:
-        return False
-    for line in head.lower().split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip() == b"content-length":
-            return len(body) >= int(value.strip() or b"0")
-        if name.strip() == b"transfer-encoding" and b"chunked" in value:
-            return body.endswith(b"0\r\n\r\n")
-    return False  # no length: until the server closes
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out, body = out + rest[:size], rest[size + 2:]
-    return out
+    return response.status_code, body
 
 
 def json_object(body: bytes) -> dict[str, Any]:
