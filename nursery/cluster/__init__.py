@@ -17,10 +17,12 @@ commands talk to it through its directory (default ``.nursery/cluster``)::
 ``restart`` is a rolling restart (SIGHUP to the supervisor): one instance at a time, each back
 and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
 
-Modules: ``_config`` (what to run), ``_supervisor`` (running it), ``_probes`` (is it
-answering), ``_state`` (the directory), ``_prometheus`` (its scrape config), ``_redis_cluster``
-(what makes redis-servers a cluster; shared with the tests' fixture), ``_commands`` (the
-command line).
+Modules: ``_config`` (what to run), ``_run`` (the supervisor's process: ``up``),
+``_supervisor`` (running it), ``_child`` (one supervised process), ``_rolling`` (the rolling
+restart), ``_probes`` (is it answering), ``_state`` (the directory), ``_logs`` (the children's
+log files and how the supervisor words them), ``_prometheus`` (its scrape config),
+``_redis_cluster`` (what makes redis-servers a cluster; shared with the tests' fixture),
+``_commands`` (the command line).
 
 Errors::
 

@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 SLOTS = 16384
 _SCRIPT_COMMANDS = frozenset({b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL", b"FCALL_RO"})
-# What asking a node for its slots may meet when the node is not there to answer.
-_RECOVERABLE = (resp.RedisError, OSError, trio.TooSlowError)
 
 
 
@@ -46,7 +44,8 @@ def key_slot(key: bytes | str) -> int:
 
 
 def command_slot(command: resp.Command) -> int | None:
-    """The slot ``command`` must be sent to (see Routing above); None: any master."""
+    """The slot ``command`` must be sent to: its key's (argument 1; argument 3 for the script
+    commands when numkeys is not 0); None for a command without a key (any master)."""
     name = _as_bytes(command[0]).upper()
     position = 1
     if name in _SCRIPT_COMMANDS:
@@ -137,7 +136,7 @@ class Topology:
         try:
             async with resp.Connection.open(url, timeout=self._timeout) as connection:
                 ranges = await self._slot_map(connection, url)
-        except _RECOVERABLE as exc:
+        except resp.RECOVERABLE as exc:
             failures.append(f"{redact(url)}: {exc or type(exc).__name__}")
             return
         if not ranges:  # a node not (yet) part of a cluster: no answer
