@@ -39,6 +39,7 @@ from .endpoint import GraphQLEndpoint
 from .engine import Engine
 from .schema import build_schema
 
+PATH = "/graphql"  # over HTTP (the Quart app) and as a websocket (the edge)
 
 def graphql_blueprint(engine: Engine, accounts: Accounts, todos: Todos, settings: Settings) -> Blueprint:
     """GraphQL over HTTP, served by the Quart app."""
@@ -47,11 +48,11 @@ def graphql_blueprint(engine: Engine, accounts: Accounts, todos: Todos, settings
         engine, accounts, todos, trust_proxy_headers=settings.trust_proxy_headers
     )
 
-    @bp.post("/graphql")
+    @bp.post(PATH)
     async def post() -> Response:
         return await endpoint.post()
 
-    @bp.get("/graphql")
+    @bp.get(PATH)
     async def get() -> Response:
         return await endpoint.get()
 
@@ -65,7 +66,7 @@ def graphql_router(
     """The ``graphql-transport-ws`` websocket on /graphql, served by the edge."""
     router = Router()
 
-    @router.websocket("/graphql", subprotocol=graphql_ws.SUBPROTOCOL,
+    @router.websocket(PATH, subprotocol=graphql_ws.SUBPROTOCOL,
                       unacceptable_code=GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE, plain_http=True)
     async def subscriptions(request: Request, ws: WebSocket) -> SocketOutcome:
         session = Session(
