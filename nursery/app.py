@@ -294,7 +294,7 @@ def create_edge(services: Services) -> Edge:
             max_message=settings.ws_max_message_bytes,
             idle_timeout=settings.http_idle_timeout,
             request_timeout=settings.http_request_timeout,
-            send_timeout=settings.ws_send_timeout,
+            send_timeout=settings.http_send_timeout,
         ),
         hardening=Hardening(parse_origins(settings.cors_origins)),
         errors=ErrorShape(graphql_paths=frozenset({GRAPHQL_PATH})),

@@ -116,6 +116,9 @@ class Settings:
     http_request_timeout: float = _setting(
         30.0, SECONDS, "a request must arrive whole within this (else 408)"
     )
+    http_send_timeout: float = _setting(
+        10.0, SECONDS, "a response the client does not take within this is dropped, its connection closed"
+    )
     http_idle_timeout: float = _setting(
         75.0, SECONDS,
         "an idle keep-alive connection is closed after this (longer than the proxy's own)",
