@@ -1,8 +1,15 @@
 """Messages between instances (the broker) and who is online (presence): the brokers only.
 
+    broker          the interface (``Broker``, ``Presence``) and what a broker delivers
+    memory          one process
+    redis           one Redis (PUBLISH / SUBSCRIBE), and presence in Redis
+    redis_sharded   a Redis Cluster (SPUBLISH / SSUBSCRIBE, a subscription per master)
+    events          what the brokers carry (todo, session and presence changes)
+
 ``open_broker(settings)`` picks the backend by ``settings.redis_url``: unset → in-process
 (``memory``), else Redis (``redis://`` or ``rediss://``: ``Settings`` refuses any other), on
-Trio's own sockets (``resp``: no asyncio loop is needed).
+Trio's own sockets (``nursery.redis``: no asyncio loop is needed). The hub that hands the
+deliveries to this process's sockets is the service's (``service/hub.py``).
 """
 
 from __future__ import annotations
