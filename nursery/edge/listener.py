@@ -1,8 +1,9 @@
 """The edge: one listening port for everything an instance serves, on Trio.
 
 Every connection gets one task, which reads its HTTP requests (``http.serve_http``) and
-answers each from the edge's own routes (``Router``: the REST API, health, readiness) or, for
-everything else, from the Quart app (``asgi``: GraphQL over HTTP, the web page, metrics). A websocket
+answers each by its route in one table (``Router``): the edge's own handlers (REST, health) or
+the Quart app's routes, passed on (``asgi``: GraphQL over HTTP, the web page, metrics); a path
+no route claims goes to the app too, for its 404. A websocket
 upgrade to one of the router's socket paths turns the connection into that endpoint's
 session, in the same task, until it closes.
 
