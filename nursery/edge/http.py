@@ -38,7 +38,7 @@ import re
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote
@@ -198,12 +198,16 @@ class RequestReader:
 
     __slots__ = ("parser", "client", "limits", "ready", "leftover", "refusal", "started",
                  "head_done", "expects_continue", "begun_at", "head_done_at", "_url", "_headers",
-                 "_fields", "_field_bytes", "_wire", "_body", "_body_size", "_completed")
+                 "_fields", "_field_bytes", "_wire", "_body", "_body_size", "_completed", "_clock")
 
-    def __init__(self, client: tuple[str, int], limits: HttpLimits) -> None:
+    def __init__(
+        self, client: tuple[str, int], limits: HttpLimits,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.client = client
         self.limits = limits
+        self._clock = clock
         self.ready: deque[Request] = deque()
         self.leftover = b""
         self.refusal: Refusal | None = None
@@ -295,7 +299,7 @@ class RequestReader:
 
     def on_message_begin(self) -> None:
         self.started, self.head_done = True, False
-        self.begun_at = trio.current_time()
+        self.begun_at = self._clock()
         self._url, self._headers, self._fields, self._field_bytes = b"", [], 0, 0
         self._wire, self._body, self._body_size = 0, [], 0
 
@@ -313,7 +317,7 @@ class RequestReader:
             self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.head_done, self.head_done_at = True, trio.current_time()
+        self.head_done, self.head_done_at = True, self._clock()
         refusal = self._head_refusal()
         if refusal is not None:
             self._refuse(*refusal)
