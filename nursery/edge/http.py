@@ -187,13 +187,12 @@ class RequestReader:
 
     Whole requests queue in ``ready``, in order; the first request that breaks a rule sets
     ``refusal`` and nothing after it is parsed. After a websocket upgrade (the last of
-    ``ready``), ``leftover`` holds what the client sent after its handshake. Memory is bounded
-    by the budgets plus one read: httptools' partial header line is refused once the head's
-    running total passes ``max_header_bytes``.
+    ``ready``), ``leftover`` holds what the client sent after its handshake.
 
     The head's bytes are counted by whole reads (the parser does not say where in a read a
     request began): when one request ends and the next begins in the same read, the next one
-    is counted from the end of that read, which undercounts it by less than one read.
+    is counted from the end of that read. So what httptools holds of a partial line stays
+    under ``max_header_bytes`` plus two reads (160 KiB by default), however long the line.
     """
 
     __slots__ = ("parser", "client", "limits", "ready", "leftover", "refusal", "started",

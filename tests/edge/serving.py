@@ -149,6 +149,15 @@ async def read_until(stream: trio.SocketStream, *, closed: bool = True, response
 
 def split_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     """The whole responses in ``data``: (status, headers, body), in order."""
+    return _split(data)[0]
+
+
+def unparsed(data: bytes) -> bytes:
+    """What follows the whole responses in ``data`` (a half-written one)."""
+    return _split(data)[1]
+
+
+def _split(data: bytes) -> tuple[list[tuple[int, dict[str, str], bytes]], bytes]:
     out = []
     while b"\r\n\r\n" in data:
         head, _, rest = data.partition(b"\r\n\r\n")
@@ -163,7 +172,7 @@ def split_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
             break
         out.append((status, headers, rest[:length]))
         data = rest[length:]
-    return out
+    return out, data
 
 
 def statuses(data: bytes) -> list[int]:
