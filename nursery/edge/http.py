@@ -446,7 +446,8 @@ async def serve_http(sock: socket.socket, client: tuple[str, int], edge: Respond
             await trio.lowlevel.checkpoint()
             response = await _answer(edge, request)
             keep_alive = request.keep_alive and not edge.draining()
-            if not await write_response(sock, edge, request, response, keep_alive=keep_alive) or not keep_alive:
+            written = await write_response(sock, edge, request, response, keep_alive=keep_alive)
+            if not written or not keep_alive:
                 return None
             idle_since = trio.current_time()
             reader.restart_clocks(idle_since)

@@ -106,7 +106,10 @@ def _router(served: list[Served]) -> Router:
     return router
 
 
-async def start_edge(nursery: trio.Nursery, limits: EdgeLimits = EdgeLimits()) -> Served:
+DEFAULTS = EdgeLimits()
+
+
+async def start_edge(nursery: trio.Nursery, limits: EdgeLimits = DEFAULTS) -> Served:
     """An edge listening on a free loopback port, served until ``nursery`` is cancelled."""
     holder: list[Served] = []
     edge = Edge(_router(holder), _fallback, limits=limits, hardening=_Hardening(),
