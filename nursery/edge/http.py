@@ -63,6 +63,7 @@ REASONS = {
 
 # RFC 9110 §7.2: uri-host [":" port]; an IP literal, or a reg-name (no spaces, no "@", no "/").
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_RULED = frozenset({b"host", b"transfer-encoding", b"content-length", b"expect"})
 # A request line: when llhttp finds no method it knows, a well-formed one is a 501, not a 400.
 _REQUEST_LINE = re.compile(rb"(?:\A|\n)([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r\n]+ HTTP/1\.[01]\r\n")
 
@@ -317,12 +318,16 @@ class RequestReader:
 
     def on_headers_complete(self) -> None:
         self.head_done, self.head_done_at = True, self._clock()
-        refusal = self._head_refusal()
+        rules: dict[bytes, list[bytes]] = {}  # the headers the rules look at, in one pass
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered in _RULED:
+                rules.setdefault(lowered, []).append(value.strip(b" \t"))
+        refusal = self._head_refusal(rules)
         if refusal is not None:
             self._refuse(*refusal)
-        expect = self._values(b"expect")
-        self.expects_continue = (self.parser.get_http_version() == "1.1"
-                                 and [v.lower() for v in expect] == [b"100-continue"])
+        self.expects_continue = (rules.get(b"expect") is not None and self._version == "1.1"
+                                 and [v.lower() for v in rules[b"expect"]] == [b"100-continue"])
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -355,29 +360,27 @@ class RequestReader:
     def _version(self) -> str:
         return self.parser.get_http_version()
 
-    def _values(self, lowered: bytes) -> list[bytes]:
-        return [v.strip(b" \t") for n, v in self._headers if n.lower() == lowered]
-
-    def _head_refusal(self) -> Refusal | None:
-        """Why a whole head is refused, if it is (RFC 9112)."""
+    def _head_refusal(self, rules: dict[bytes, list[bytes]]) -> Refusal | None:
+        """Why a whole head is refused, if it is (RFC 9112); ``rules``: the values of the
+        headers in ``_RULED``, by lower-case name."""
         version = self._version
-        if self._method == "CONNECT":  # a tunnel: its bytes would follow the head
+        if self.parser.get_method() == b"CONNECT":  # a tunnel: its bytes would follow the head
             return 501, "not_implemented", "CONNECT is not supported"
         if version == "0.9":
             return 400, "malformed", "HTTP/0.9 is not supported"
         if version not in ("1.0", "1.1"):
             return 505, "version_not_supported", "HTTP/1.1 and 1.0 only"
-        hosts = self._values(b"host")
+        hosts = rules.get(b"host", [])
         if len(hosts) > 1 or (version == "1.1" and not hosts):
             return 400, "malformed", "exactly one Host header is required"  # §3.2
         if hosts and not _HOST.fullmatch(hosts[0]):
             return 400, "malformed", "the Host header is not a valid host"
-        codings = self._values(b"transfer-encoding")
+        codings = rules.get(b"transfer-encoding")
         if codings and version == "1.0":
             return 400, "malformed", "Transfer-Encoding is not HTTP/1.0"  # §6.1
         if codings and (len(codings) > 1 or codings[0].lower() != b"chunked"):
             return 501, "not_implemented", "only the chunked transfer coding is supported"
-        lengths = self._values(b"content-length")
+        lengths = rules.get(b"content-length")
         if lengths and lengths[0].isdigit() and int(lengths[0]) > self.limits.max_body:
             return 413, "too_large", f"request bodies are limited to {self.limits.max_body} bytes"
         return None
@@ -437,13 +440,16 @@ async def serve_http(sock: socket.socket, client: tuple[str, int], edge: Respond
     reader = RequestReader(client, limits)
     idle_since = trio.current_time()
     while True:
+        first = True  # the first request of a read comes after a checkpoint (the wait)
         while reader.ready:
             request = reader.ready.popleft()
             if request.upgrade:
                 return Upgrade(request, reader.leftover)
             # One request at a time, each after a checkpoint: one read of thousands of
             # pipelined requests must not hold every other task of the instance.
-            await trio.lowlevel.checkpoint()
+            if not first:
+                await trio.lowlevel.checkpoint()
+            first = False
             response = await _answer(edge, request)
             keep_alive = request.keep_alive and not edge.draining()
             written = await write_response(sock, edge, request, response, keep_alive=keep_alive)
