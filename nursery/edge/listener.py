@@ -10,6 +10,11 @@ What every response gets is decided here, once (``finish``): the hardening heade
 (``api.security``), ``X-Request-ID``, ``Connection: close`` while draining, the request's
 metrics and its access log line.
 
+Accepting is bounded too: a peer address over ``EdgeLimits.connections_per_client`` open
+connections gets a 429 and a close before anything is read (never the trusted proxy nor the
+``uncapped_peers``), and when the process is out of file descriptors the listener backs off
+(0.1 s doubling to 2 s) and says so at most once a minute instead of spinning.
+
 Shutdown (driven by ``server.py``): ``stop_accepting`` closes the listener; ``wait_idle``
 waits until no request is being answered and no websocket is open; cancelling ``serve``
 closes what is left (idle keep-alive connections).
@@ -17,6 +22,7 @@ closes what is left (idle keep-alive connections).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -45,8 +51,10 @@ ACCEPT_BATCH = 64  # connections accepted per wake-up of the listener
 ACCEPT_RETRY = 0.1
 ACCEPT_BACKOFF_MAX = 2.0
 ACCEPT_LOG_PERIOD = 60.0
-# A connection over its address's cap gets a short answer, then this long to read it.
+# A connection over its address's cap gets a short answer, then this long to read it; at
+# most REFUSALS_LINGERING at once (a flood of them must not hold the fds the cap protects).
 REFUSAL_LINGER = 1.0
+REFUSALS_LINGERING = 64
 RECEIVE_DRAIN = 4096
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -142,6 +150,7 @@ class Edge:
         self._per_client: dict[str, int] = {}  # open connections of the capped addresses
         self._refused_connections = 0  # since last logged
         self._refusals_logged_at = -ACCEPT_LOG_PERIOD
+        self._lingering = 0  # refused connections being answered
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -204,7 +213,7 @@ class Edge:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 host = address[0]
                 if not self._admit(host):
-                    nursery.start_soon(self._refuse_connection, sock)
+                    self._refuse_connection(sock, nursery)
                     continue
                 nursery.start_soon(self._connection, sock, address[:2])
 
@@ -228,17 +237,26 @@ class Edge:
         else:
             del self._per_client[host]
 
-    async def _refuse_connection(self, sock: socket.socket) -> None:
-        """429 to a connection over its address's cap, then close: no request is read. The
-        answer is written before the client's request is read, and the socket half-closed and
-        drained for ``REFUSAL_LINGER`` so that the client gets it (a close with unread data
-        would reset the connection)."""
+    def _refuse_connection(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """429 to a connection over its address's cap, then close: no request is read."""
         self._refused_connections += 1
         now = trio.current_time()
         if now - self._refusals_logged_at >= ACCEPT_LOG_PERIOD:
             log.warning("refused %d connections over NURSERY_HTTP_CONNECTIONS_PER_CLIENT",
                         self._refused_connections)
             self._refused_connections, self._refusals_logged_at = 0, now
+        if self._lingering < REFUSALS_LINGERING:
+            self._lingering += 1
+            nursery.start_soon(self._linger, sock)
+            return
+        with contextlib.suppress(OSError):
+            sock.send(TOO_MANY_CONNECTIONS)  # a few hundred bytes: the empty buffer takes them
+        sock.close()
+
+    async def _linger(self, sock: socket.socket) -> None:
+        """Write the refusal, half-close, and read what the client sent for up to
+        ``REFUSAL_LINGER``: a close with its request unread would reset the connection, and
+        the client might never see the answer."""
         try:
             with trio.move_on_after(REFUSAL_LINGER):
                 if await send_all(sock, TOO_MANY_CONNECTIONS):
@@ -250,6 +268,7 @@ class Edge:
         except OSError:
             pass
         finally:
+            self._lingering -= 1
             trio.lowlevel.notify_closing(sock)
             sock.close()
 

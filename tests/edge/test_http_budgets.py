@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from nursery.edge import EdgeLimits
+from nursery.edge import EdgeLimits, listener
 from nursery.edge.http import HttpLimits
 from tests.edge.serving import Served, exchange, read_until, split_responses, start_edge, statuses
 
@@ -145,6 +145,22 @@ async def test_one_address_cannot_take_every_connection(nursery: trio.Nursery) -
         await trio.testing.wait_all_tasks_blocked()  # the edge has seen the close
         assert statuses(await exchange(served, get_headers("Connection: close"))) == [200]
         await second.aclose()
+
+
+async def test_a_flood_of_refused_connections_is_not_lingered_on(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past REFUSALS_LINGERING refusals at once, a refused connection is answered and closed
+    at once (holding it open would spend the fds the cap protects)."""
+    monkeypatch.setattr(listener, "REFUSALS_LINGERING", 0)
+    served = await start_edge(nursery, EdgeLimits(connections_per_client=1, uncapped_peers=()))
+    with trio.fail_after(10):
+        first = await served.connect()
+        refused = await served.connect()
+        answer = await read_until(refused)  # without sending anything: 429, then closed
+        assert statuses(answer) == [429]
+        await refused.aclose()
+        await first.aclose()
 
 
 async def test_loopback_peers_are_not_capped_by_default(nursery: trio.Nursery) -> None:
