@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from nursery.edge.http import HttpLimits, Request, RequestReader, Response, write_response
+from nursery.edge.http import HttpLimits, Request, Response, write_response
+from nursery.edge.reader import RequestReader
 
 LIMITS = HttpLimits(max_body=1024, header_timeout=10, body_min_rate=100, request_timeout=30,
                     idle_timeout=75)

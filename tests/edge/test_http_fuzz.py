@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nursery.edge import EdgeLimits
-from nursery.edge.http import HttpLimits, RequestReader
+from nursery.edge.http import HttpLimits
+from nursery.edge.reader import RequestReader
 from tests.edge.serving import split_responses, start_edge, unparsed
 
 LIMITS = HttpLimits(max_body=2048, max_url=256, max_headers=20, max_header_bytes=1024)
