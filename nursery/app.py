@@ -31,6 +31,7 @@ from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_router
 from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
+from nursery.edge.http import HttpLimits
 from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
 from nursery.pubsub import open_broker
@@ -290,11 +291,23 @@ def create_edge(services: Services) -> Edge:
         router,
         app,
         limits=EdgeLimits(
-            max_body=settings.max_body_bytes,
+            http=HttpLimits(
+                max_body=settings.max_body_bytes,
+                max_url=settings.http_max_url_bytes,
+                max_headers=settings.http_max_headers,
+                max_header_bytes=settings.http_max_header_bytes,
+                header_timeout=settings.http_header_timeout,
+                body_min_rate=settings.http_body_min_rate,
+                request_timeout=settings.http_request_timeout,
+                idle_timeout=settings.http_idle_timeout,
+                send_timeout=settings.http_send_timeout,
+            ),
             max_message=settings.ws_max_message_bytes,
-            idle_timeout=settings.http_idle_timeout,
-            request_timeout=settings.http_request_timeout,
-            send_timeout=settings.http_send_timeout,
+            # Behind the proxy, the proxy is every connection's peer: the cap is the proxy's.
+            connections_per_client=(
+                None if settings.trust_proxy_headers else settings.http_connections_per_client
+            ),
+            uncapped_peers=settings.http_uncapped_peers,
         ),
         hardening=Hardening(parse_origins(settings.cors_origins)),
         errors=ErrorShape(graphql_paths=frozenset({GRAPHQL_PATH})),

@@ -11,6 +11,7 @@ loudly at startup instead of quietly meaning something else (``ture`` is not fal
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from nursery.errors import NurseryError
 from nursery.rates import Rate, parse_duration, parse_rate
 
 ENV_PREFIX = "NURSERY_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(NurseryError):
@@ -73,6 +76,11 @@ SECONDS = Kind("seconds > 0: 2.5, 500ms, 30s, 5m, 2h, 7d", parse_duration, lambd
 SECONDS_OR_ZERO = Kind("seconds >= 0: 0, 2.5, 500ms, 30s, 5m", parse_duration, lambda v: v >= 0)
 DAYS_OR_ZERO = Kind("days >= 0: 400, 30.5", float, lambda v: v >= 0)
 BOOL = Kind("true | false (also 1/0, yes/no, on/off)", _bool)
+NETWORKS = Kind(
+    "comma-separated addresses or networks: 127.0.0.0/8,::1,10.0.0.5; or none",
+    lambda text: tuple(ipaddress.ip_network(part.strip(), strict=False)
+                       for part in text.split(",") if part.strip().lower() not in ("", "none")),
+)
 RATE = Kind("COUNT/PERIOD: 10/60s, 10/1m, 1000/1h, 20/1", parse_rate)
 
 
@@ -114,7 +122,18 @@ class Settings:
     )
     max_body_bytes: int = _setting(64 * 1024, COUNT, "largest request body, bytes")
     http_request_timeout: float = _setting(
-        30.0, SECONDS, "a request must arrive whole within this (else 408)"
+        30.0, SECONDS,
+        "a request (head and body) must arrive whole within this from its first byte, however "
+        "it trickles (else 408 and close)",
+    )
+    http_header_timeout: float = _setting(
+        10.0, SECONDS,
+        "a request's line and headers must arrive within this from its first byte (else 408 "
+        "and close); also the body's head start before NURSERY_HTTP_BODY_MIN_RATE applies",
+    )
+    http_body_min_rate: int = _setting(
+        1024, COUNT,
+        "bytes per second a request body must keep up on average (else 408 and close)",
     )
     http_send_timeout: float = _setting(
         10.0, SECONDS, "a response the client does not take within this is dropped, its connection closed"
@@ -122,6 +141,24 @@ class Settings:
     http_idle_timeout: float = _setting(
         75.0, SECONDS,
         "an idle keep-alive connection is closed after this (longer than the proxy's own)",
+    )
+    http_max_url_bytes: int = _setting(8 * 1024, COUNT, "longest request URL, bytes (else 414)")
+    http_max_headers: int = _setting(
+        100, COUNT, "most header fields (trailers included) in a request (else 431)"
+    )
+    http_max_header_bytes: int = _setting(
+        32 * 1024, COUNT,
+        "a request's head, chunk-size lines and trailers together, bytes, counted as they "
+        "arrive (else 431)",
+    )
+    http_connections_per_client: int = _setting(
+        256, COUNT,
+        "open connections per client address, counted at accept (more: 429 and close); off "
+        "with NURSERY_TRUST_PROXY_HEADERS (every connection is the proxy's)",
+    )
+    http_uncapped_peers: tuple[IPNetwork, ...] = _setting(
+        "127.0.0.0/8,::1", NETWORKS,
+        "peers never capped by NURSERY_HTTP_CONNECTIONS_PER_CLIENT (the proxy, load generators)",
     )
     ws_max_message_bytes: int = _setting(64 * 1024, COUNT, "largest websocket message, bytes")
     ws_queue_size: int = _setting(
