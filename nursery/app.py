@@ -29,6 +29,7 @@ from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_router
 from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
+from nursery.edge.websocket import FrameLimits
 from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
 from nursery.pubsub import open_broker, open_rate_limiter
@@ -256,6 +257,7 @@ def session_limits(settings: Settings) -> SessionLimits:
         send_timeout=settings.ws_send_timeout,
         queue_size=settings.ws_queue_size,
         message_rate=settings.ws_message_rate,
+        max_sockets_per_user=settings.ws_max_sockets_per_user,
     )
 
 
@@ -282,7 +284,11 @@ def create_edge(services: Services) -> Edge:
         create_app(services, engine),
         limits=EdgeLimits(
             max_body=settings.max_body_bytes,
-            max_message=settings.ws_max_message_bytes,
+            websocket=FrameLimits(
+                max_message=settings.ws_max_message_bytes,
+                max_fragments=settings.ws_max_fragments,
+                frame_rate=settings.ws_frame_rate,
+            ),
             idle_timeout=settings.http_idle_timeout,
             request_timeout=settings.http_request_timeout,
             send_timeout=settings.ws_send_timeout,

@@ -31,7 +31,7 @@ from nursery import logs
 from nursery.edge import asgi
 from nursery.edge.http import Request, Response, send_all, serve_http, write_response
 from nursery.edge.router import Router, SocketRoute
-from nursery.edge.websocket import WebSocket, accept_key
+from nursery.edge.websocket import FrameLimits, WebSocket, accept_key
 from nursery.errors import NurseryError
 from nursery.metrics import Metrics
 from nursery.protocol.close_codes import GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE
@@ -62,7 +62,7 @@ class ErrorShape(Protocol):
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
     max_body: int = 64 * 1024
-    max_message: int = 64 * 1024  # websocket messages
+    websocket: FrameLimits = FrameLimits()  # what one websocket's client may cost
     idle_timeout: float = 75.0  # keep-alive: longer than the proxy's own (conf/Caddyfile)
     request_timeout: float = 30.0
     send_timeout: float = 10.0
@@ -259,7 +259,7 @@ class Edge:
         self, sock: socket.socket, request: Request, leftover: bytes, route: SocketRoute,
         chosen: str | None,
     ) -> None:
-        ws = WebSocket(sock, max_message=self._limits.max_message, leftover=leftover)
+        ws = WebSocket(sock, limits=self._limits.websocket, leftover=leftover)
         # A socket may live for days: it keeps only the header its session may read.
         request.headers = {k: v for k, v in request.headers.items() if k == "x-forwarded-for"}
         started = time.perf_counter()

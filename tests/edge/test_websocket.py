@@ -14,7 +14,7 @@ import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
-from nursery.edge.websocket import WebSocket, accept_key, close_payload
+from nursery.edge.websocket import FrameLimits, WebSocket, accept_key, close_payload
 from nursery.protocol import close_codes
 from nursery.protocol.close_codes import ProtocolError
 from nursery.service.session import TransportClosed
@@ -62,7 +62,7 @@ def pair() -> Iterator[tuple[WebSocket, Peer]]:
     server, client = socket.socketpair()
     server.setblocking(False)
     client.setblocking(False)
-    yield WebSocket(server, max_message=MAX), Peer(client)
+    yield WebSocket(server, limits=FrameLimits(max_message=MAX)), Peer(client)
     server.close()
     client.close()
 
