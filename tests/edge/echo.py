@@ -85,7 +85,7 @@ def echo_edge(limits: FrameLimits) -> Edge:
     router.websocket("/echo")(_echo)
     plain = _Plain()
     return Edge(router, _app, limits=EdgeLimits(websocket=limits), hardening=plain,
-                errors=plain, metrics=Metrics(), draining=lambda: False)  # type: ignore[arg-type]
+                errors=plain, metrics=Metrics(), draining=lambda: False)
 
 
 @asynccontextmanager

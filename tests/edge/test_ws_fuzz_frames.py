@@ -90,7 +90,7 @@ async def _parse(pieces: list[bytes]) -> Outcome:
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
+    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
 
 
 # -- valid streams ------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def valid_streams(draw: st.DrawFn) -> tuple[bytes, list[str | bytes], list[bytes
         message: str | bytes = draw(texts | blobs)
         data = message.encode() if isinstance(message, str) else message
         cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=LIMITS.max_fragments - 1)))
-        parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        parts = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
         opcode = 0x1 if isinstance(message, str) else 0x2
         for i, part in enumerate(parts):
             mask = draw(st.binary(min_size=4, max_size=4))

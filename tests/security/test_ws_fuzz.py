@@ -612,7 +612,7 @@ async def test_a_user_gets_at_most_ws_max_sockets_per_user_sockets(database_url:
                                 {"type": "connection_init", "payload": {"token": user.token}}))
                         code, _ = await closed_with(third)
                         assert code == 4420, (endpoint, code)
-                        assert third.closed is not None and "websockets" in third.closed.reason
+                        assert third.closed is not None and "websockets" in (third.closed.reason or "")
                 async with open_websocket_url(instance.ws_url) as others:
                     await hello(others, other.token, None)
                 await first.aclose()
