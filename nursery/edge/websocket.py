@@ -250,7 +250,7 @@ class WebSocket:
         buffer = self._buffer
         if buffer is None:
             return None
-        pos, result = 0, None
+        pos, result, now = 0, None, trio.current_time()
         try:
             while result is None:
                 if self._unyielded >= FRAMES_PER_CHECKPOINT:
@@ -260,7 +260,7 @@ class WebSocket:
                     return None
                 pos, fin, opcode, payload = parsed
                 self._unyielded += 1
-                self._count_frame()
+                self._count_frame(now)
                 if opcode >= OP_CLOSE:
                     self._control(opcode, payload)
                 else:
@@ -272,10 +272,9 @@ class WebSocket:
                 if not buffer:
                     self._buffer = None
 
-    def _count_frame(self) -> None:
+    def _count_frame(self, now: float) -> None:
         """The frame rate, GCRA: a burst of ``count`` frames, then ``count`` per ``per``."""
         rate = self._limits.frame_rate
-        now = trio.current_time()
         tat = max(self._tat, now) + rate.interval
         if tat - now > rate.per * 1.000001:  # not a float's rounding: a frame too many
             raise ProtocolError(BAD_MESSAGE, f"more than {rate} websocket frames")
@@ -300,7 +299,7 @@ class WebSocket:
                 raise ProtocolError(PROTOCOL_VIOLATION, f"unknown control opcode {opcode}")
             if not fin or length > 125:
                 raise ProtocolError(PROTOCOL_VIOLATION, "control frames are short and whole")
-        else:
+        elif self._message is not None or not OP_TEXT <= opcode <= OP_BINARY:  # not the usual
             self._check_data_frame(opcode)
         if length == 126:
             if available < 4:
