@@ -34,11 +34,13 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import enum
 import hashlib
 import socket
 import struct
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -78,13 +80,23 @@ class FrameLimits:
     max_message: int = 64 * 1024  # bytes of one message, all its frames together
     max_fragments: int = 1024  # frames of one message: 64 KiB in 64-byte pieces
     frame_rate: Rate = Rate(2000, 1.0)  # frames of any kind, bursts included
+    # The frame rate's GCRA, worked out once: each frame's cost, and how far ahead of now
+    # the frames may run (``per``; a millionth more: a float's rounding is not a frame too many).
+    frame_interval: float = field(init=False)
+    frame_burst: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame_interval", self.frame_rate.interval)
+        object.__setattr__(self, "frame_burst", self.frame_rate.per * 1.000001)
 
 
-class _Pause:
+class _Pause(enum.Enum):
     """``_next_message``'s answer when it parsed its batch of frames: let others run."""
 
+    PAUSE = 0
 
-PAUSE = _Pause()
+
+PAUSE = _Pause.PAUSE
 
 
 class _Message:
@@ -220,7 +232,7 @@ class WebSocket:
             message = self._next_message()
             if message is None:
                 await self._read()
-            elif isinstance(message, _Pause):
+            elif message is PAUSE:
                 await trio.lowlevel.checkpoint()
                 self._unyielded = 0
             else:
@@ -250,7 +262,11 @@ class WebSocket:
         buffer = self._buffer
         if buffer is None:
             return None
-        pos, result, now = 0, None, trio.current_time()
+        pos, result = 0, None
+        # The frame rate, GCRA: a burst of ``count`` frames, then ``count`` per ``per``.
+        # (time.monotonic: a third of trio.current_time's cost, and the budget is real time.)
+        limits, now = self._limits, time.monotonic()
+        interval, burst = limits.frame_interval, limits.frame_burst
         try:
             while result is None:
                 if self._unyielded >= FRAMES_PER_CHECKPOINT:
@@ -260,7 +276,11 @@ class WebSocket:
                     return None
                 pos, fin, opcode, payload = parsed
                 self._unyielded += 1
-                self._count_frame(now)
+                tat = max(self._tat, now) + interval
+                if tat - now > burst:
+                    raise ProtocolError(
+                        BAD_MESSAGE, f"more than {limits.frame_rate} websocket frames")
+                self._tat = tat
                 if opcode >= OP_CLOSE:
                     self._control(opcode, payload)
                 else:
@@ -271,14 +291,6 @@ class WebSocket:
                 del buffer[:pos]
                 if not buffer:
                     self._buffer = None
-
-    def _count_frame(self, now: float) -> None:
-        """The frame rate, GCRA: a burst of ``count`` frames, then ``count`` per ``per``."""
-        rate = self._limits.frame_rate
-        tat = max(self._tat, now) + rate.interval
-        if tat - now > rate.per * 1.000001:  # not a float's rounding: a frame too many
-            raise ProtocolError(BAD_MESSAGE, f"more than {rate} websocket frames")
-        self._tat = tat
 
     def _next_frame(
         self, buffer: bytearray, pos: int
@@ -328,7 +340,7 @@ class WebSocket:
             return None
         mask = bytes(buffer[start:start + 4])
         checked = message.checked if message is not None and opcode < OP_CLOSE else 0
-        payload = _unmask(memoryview(buffer)[start + 4 + checked:end], mask, checked)
+        payload = _unmask(buffer[start + 4 + checked:end], mask, checked)
         return end, fin, opcode, payload
 
     def _check_data_frame(self, opcode: int) -> None:

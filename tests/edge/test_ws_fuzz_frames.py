@@ -19,7 +19,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nursery.edge.websocket import FrameLimits, WebSocket, _Pause
+from nursery.edge.websocket import PAUSE, FrameLimits, WebSocket
 from nursery.protocol.close_codes import ProtocolError
 from nursery.rates import Rate
 from nursery.service.session import TransportClosed
@@ -66,7 +66,7 @@ async def _parse(pieces: list[bytes]) -> Outcome:
                     assert partial.size <= LIMITS.max_message
                 if message is None:
                     break
-                if isinstance(message, _Pause):
+                if message is PAUSE:
                     ws._unyielded = 0
                     continue
                 assert len(message.encode() if isinstance(message, str) else message) \
