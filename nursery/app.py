@@ -32,6 +32,7 @@ from nursery.api.ws import ws_router
 from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
 from nursery.edge.http import HttpLimits
+from nursery.edge.websocket import FrameLimits
 from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
 from nursery.pubsub import open_broker
@@ -264,6 +265,7 @@ def session_limits(settings: Settings) -> SessionLimits:
         send_timeout=settings.ws_send_timeout,
         queue_size=settings.ws_queue_size,
         message_rate=settings.ws_message_rate,
+        max_sockets_per_user=settings.ws_max_sockets_per_user,
     )
 
 
@@ -302,7 +304,11 @@ def create_edge(services: Services) -> Edge:
                 idle_timeout=settings.http_idle_timeout,
                 send_timeout=settings.http_send_timeout,
             ),
-            max_message=settings.ws_max_message_bytes,
+            websocket=FrameLimits(
+                max_message=settings.ws_max_message_bytes,
+                max_fragments=settings.ws_max_fragments,
+                frame_rate=settings.ws_frame_rate,
+            ),
             # Behind the proxy, the proxy is every connection's peer: the cap is the proxy's.
             connections_per_client=(
                 None if settings.trust_proxy_headers else settings.http_connections_per_client

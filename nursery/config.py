@@ -160,7 +160,22 @@ class Settings:
         "127.0.0.0/8,::1", NETWORKS,
         "peers never capped by NURSERY_HTTP_CONNECTIONS_PER_CLIENT (the proxy, load generators)",
     )
-    ws_max_message_bytes: int = _setting(64 * 1024, COUNT, "largest websocket message, bytes")
+    ws_max_message_bytes: int = _setting(
+        64 * 1024, COUNT, "largest websocket message, bytes (more: closed with 1009)"
+    )
+    ws_max_fragments: int = _setting(
+        1024, COUNT, "frames of one websocket message, empty ones too (more: closed with 1009)"
+    )
+    ws_frame_rate: Rate = _setting(
+        Rate(2000, 1), RATE,
+        "websocket frames of any kind a client may send, pings and fragments included"
+        " (more: closed with 1008)",
+    )
+    ws_max_sockets_per_user: int = _setting(
+        50, COUNT,
+        "open websockets per user on one instance, /ws and GraphQL together (more: the new"
+        " one is closed with 4420)",
+    )
     ws_queue_size: int = _setting(
         256, COUNT, "messages waiting for a websocket before it is closed as too slow"
     )

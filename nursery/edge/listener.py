@@ -39,7 +39,7 @@ from nursery import logs
 from nursery.edge import asgi
 from nursery.edge.http import HttpLimits, Request, Response, send_all, serve_http, write_response
 from nursery.edge.router import Router, SocketRoute
-from nursery.edge.websocket import WebSocket, accept_key
+from nursery.edge.websocket import FrameLimits, WebSocket, accept_key
 from nursery.errors import NurseryError
 from nursery.metrics import Metrics
 
@@ -92,7 +92,7 @@ class ErrorShape(Protocol):
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
     http: HttpLimits = HttpLimits()
-    max_message: int = 64 * 1024  # websocket messages
+    websocket: FrameLimits = FrameLimits()  # what one websocket's client may cost
     # Open connections per client address, counted at accept on the socket's peer; None: no
     # cap (behind a trusted proxy every connection comes from the proxy). Peers in
     # ``uncapped_peers`` (the proxy, load generators on the same host) are never capped.
@@ -362,7 +362,7 @@ class Edge:
         self, sock: socket.socket, request: Request, leftover: bytes, route: SocketRoute,
         chosen: str | None,
     ) -> None:
-        ws = WebSocket(sock, max_message=self._limits.max_message, leftover=leftover)
+        ws = WebSocket(sock, limits=self._limits.websocket, leftover=leftover)
         # A socket may live for days: it keeps only the header its session may read.
         request.headers = {k: v for k, v in request.headers.items() if k == "x-forwarded-for"}
         started = time.perf_counter()

@@ -22,6 +22,7 @@ TRY_AGAIN_LATER = 1013  # the database is down or the instance busy: reconnect a
 UNAUTHENTICATED = 4001  # missing, bad, expired or revoked credentials: do not reconnect
 TOO_SLOW = 4008  # the client did not keep up or went silent: reconnect and resume
 RATE_LIMITED = 4029  # the client sent too many messages: reconnect after a backoff
+TOO_MANY_SOCKETS = 4420  # the user has too many websockets open here: reconnect after a backoff
 
 # -- graphql-transport-ws's own (the protocol fixes them) ------------------------------------
 GRAPHQL_BAD_MESSAGE = 4400  # not a message of the protocol

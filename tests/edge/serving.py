@@ -21,7 +21,7 @@ from nursery.edge.websocket import WebSocket
 from nursery.errors import NurseryError
 from nursery.metrics import Metrics
 from nursery.ports import listen
-from nursery.service.session import TransportClosed
+from nursery.protocol.close_codes import TransportClosed
 
 
 class _Hardening:
