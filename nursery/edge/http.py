@@ -36,9 +36,9 @@ from typing import Protocol
 
 import trio
 
-from nursery.edge.reader import METHODS, RequestReader
 from nursery.edge.reader import HttpLimits as HttpLimits
 from nursery.edge.reader import Request as Request
+from nursery.edge.reader import RequestReader
 
 RECEIVE_BUFFER = 65536
 
@@ -151,8 +151,6 @@ async def serve_http(sock: socket.socket, client: tuple[str, int], edge: Respond
 
 
 async def _answer(edge: Responder, request: Request) -> Response:
-    if request.method not in METHODS:
-        return edge.error(request, 501, "not_implemented", f"{request.method} is not supported")
     return await edge.respond(request)
 
 

@@ -22,7 +22,9 @@ from urllib.parse import parse_qsl, unquote
 
 import httptools
 
-# What our routes answer; another method is a 501 (``Router`` serves HEAD by GET).
+# What our routes serve. A method llhttp knows reaches the router, which answers 405 with
+# ``Allow`` where a route does not serve it (TRACE, PROPFIND, QUERY); a well-formed method
+# llhttp does not know (FOO) is a 501 (RFC 9110 §15.6.2), as Hypercorn answers.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 # RFC 9110 §7.2: uri-host [":" port]; an IP literal, or a reg-name (no spaces, no "@", no "/").

@@ -93,8 +93,8 @@ CASES: list[tuple[str, bytes, list[int]]] = [
     ("HTTP/1.0 keep-alive", get("/headers", "Connection: keep-alive", version="1.0") + AFTER, [200, 200]),
     # methods
     ("FOO", b"FOO /headers HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER, [501]),
-    ("PROPFIND, then the next request", b"PROPFIND /headers HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER, [501, 200]),
-    ("TRACE", b"TRACE /headers HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER, [501, 200]),
+    ("PROPFIND, then the next request", b"PROPFIND /headers HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER, [405, 200]),
+    ("TRACE: no route serves it", b"TRACE /headers HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER, [405, 200]),
     ("CONNECT", b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n" + AFTER, [501]),
     ("a route's other method", b"DELETE /headers HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER, [405, 200]),
     # Upgrade
