@@ -48,6 +48,7 @@ from nursery.cluster._probes import (
 )
 from nursery.cluster._run import run_cluster
 from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
+from nursery.cluster._where import ENV_VAR, cluster_dir, not_found_hint, remember
 from nursery.errors import NurseryError
 from nursery.ports import listen_problem
 
@@ -99,11 +100,11 @@ def format_status(state: dict[str, Any], probes: dict[str, str | None], running:
     return "\n".join(lines)
 
 
-async def _status(directory: Path, as_json: bool) -> int:
+async def _status(directory: Path, as_json: bool, hint: str = "") -> int:
     state = read_state(directory)
     running = supervisor_running(directory)
     if state is None or (not running and not live_pids(state)):
-        print(f"no cluster running in {directory}", file=sys.stderr)
+        print(f"no cluster running in {directory}{hint}", file=sys.stderr)
         return 1
     probes = await probe_state(state)
     if as_json:
@@ -114,10 +115,10 @@ async def _status(directory: Path, as_json: bool) -> int:
     return 0 if healthy else 2
 
 
-def _restart(directory: Path, timeout: float) -> int:
+def _restart(directory: Path, timeout: float, hint: str = "") -> int:
     state = read_state(directory)
     if state is None or not supervisor_running(directory) or state["supervisor"]["state"] != "ready":
-        print(f"no ready cluster in {directory}", file=sys.stderr)
+        print(f"no ready cluster in {directory}{hint}", file=sys.stderr)
         return 1
     before = state["roll"]["id"]
     if state["roll"].get("state") == "running":
@@ -149,7 +150,7 @@ def _restart(directory: Path, timeout: float) -> int:
     return 1
 
 
-def _down(directory: Path, timeout: float) -> int:
+def _down(directory: Path, timeout: float, hint: str = "") -> int:
     state = read_state(directory)
     if supervisor_running(directory) and state is not None:
         os.kill(state["supervisor"]["pid"], signal.SIGTERM)
@@ -164,7 +165,7 @@ def _down(directory: Path, timeout: float) -> int:
         return 0
     orphans = live_pids(state) if state else []
     if not orphans:
-        print(f"no cluster running in {directory}")
+        print(f"no cluster running in {directory}{hint}")
         return 0
     # The supervisor died without stopping its children (kill -9): stop them ourselves.
     for name, pid, signum in orphans:
@@ -235,8 +236,9 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
     commands = cluster.add_subparsers(dest="cluster_command", required=True)
 
     def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
-                            help=f"the cluster's state, logs and data (default {DEFAULT_DIR})")
+        parser.add_argument("--dir", type=Path, default=None,
+                            help=f"the cluster's state, logs and data (default ${ENV_VAR}; for "
+                                 f"status/restart/down then the last `up`'s; then {DEFAULT_DIR})")
         return parser
 
     up = with_dir(commands.add_parser("up", help="start everything; runs until Ctrl-C/SIGTERM"))
@@ -270,17 +272,19 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_cluster_command(args: argparse.Namespace) -> int:
     """Run a parsed ``cluster`` command; returns the exit status."""
-    directory: Path = args.dir.resolve()
+    command = args.cluster_command
+    directory, origin = cluster_dir(args.dir, for_up=command == "up")
+    args.dir, hint = directory, not_found_hint(origin)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=os.environ.get("NURSERY_LOG_LEVEL", "INFO").upper(),
                             format="%(asctime)s cluster %(levelname)s: %(message)s")
-    command = args.cluster_command
     if command == "status":
-        return trio.run(_status, directory, args.json)
+        return trio.run(_status, directory, args.json, hint)
     if command == "restart":
-        return _restart(directory, args.timeout)
+        return _restart(directory, args.timeout, hint)
     if command == "down":
-        return _down(directory, args.timeout)
+        return _down(directory, args.timeout, hint)
+    remember(directory)
     if args.detach:
         return _detach(args, directory)
     try:

@@ -83,7 +83,7 @@ class ClusterConfig:
 
 def find_caddyfile() -> Path:
     """``conf/Caddyfile`` of this checkout, else of the working directory."""
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         candidate = base / "conf" / "Caddyfile"
         if candidate.is_file():
             return candidate

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -74,9 +75,13 @@ def _free(port: int) -> bool:
     return True
 
 
+# Where `cluster up` remembers its directory during the tests: not the account's own state.
+TEST_STATE_HOME = Path(tempfile.gettempdir()) / f"nursery-test-state-{os.getuid()}"
+
+
 def cluster_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURSERY_")}
-    return {**env, **extra}
+    return {**env, "XDG_STATE_HOME": str(TEST_STATE_HOME), **extra}
 
 
 @dataclass
