@@ -42,10 +42,10 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_serve_embedded_default_and_sigterm(tmp_path: Path) -> None:
+async def test_serve_embedded_default_and_sigterm(open_dir: Path) -> None:
     """No configuration: a private PostgreSQL in the data dir; SIGTERM → exit 0, database stopped."""
     port = free_port()
-    data_dir = tmp_path / "data"
+    data_dir = open_dir / "data"
     process = await trio.lowlevel.open_process(
         [*NURSERY, "serve", "--port", str(port), "--data-dir", str(data_dir)],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -84,9 +84,9 @@ async def test_serve_embedded_default_and_sigterm(tmp_path: Path) -> None:
             await process.wait()
 
 
-async def test_restart_keeps_data_and_secret(tmp_path: Path) -> None:
+async def test_restart_keeps_data_and_secret(open_dir: Path) -> None:
     port = free_port()
-    data_dir = tmp_path / "data"
+    data_dir = open_dir / "data"
     token = ""
     for run in range(2):
         process = await trio.lowlevel.open_process(
