@@ -381,6 +381,15 @@ def summary(devices: list[RoamingDevice], writers: list[Writer], start: float, e
     }
 
 
+FIGURES = Path(__file__).resolve().parents[2] / "test-artifacts" / "cluster-figures.jsonl"
+
+
 def report(capsys: pytest.CaptureFixture[str], title: str, figures: dict[str, Any]) -> None:
-    with capsys.disabled():
-        print(f"\n[{title}] {json.dumps(figures)}")
+    """A fault run's figures: appended to test-artifacts/cluster-figures.jsonl, and shown on
+    the terminal unless the run is quiet (-q: failures and the summary only)."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    with FIGURES.open("a") as out:
+        out.write(json.dumps({"title": title, "at": time.time(), **figures}) + "\n")
+    if capsys.request.config.get_verbosity() >= 0:
+        with capsys.disabled():
+            print(f"\n[{title}] {json.dumps(figures)}")
