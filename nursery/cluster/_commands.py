@@ -27,8 +27,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
@@ -48,6 +50,7 @@ from nursery.cluster._probes import (
 )
 from nursery.cluster._run import run_cluster
 from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
+from nursery.cluster._tls import client_context, trust_instructions
 from nursery.cluster._where import ENV_VAR, cluster_dir, not_found_hint, remember
 from nursery.errors import NurseryError
 from nursery.ports import listen_problem
@@ -64,7 +67,12 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
     async with trio.open_nursery() as nursery:
         for proc in state.get("processes", []):
             make = probes.get(proc["kind"], readyz_probe)
-            nursery.start_soon(one, proc["name"], make(proc["host"], proc["port"]))
+            probe = make(proc["host"], proc["port"])
+            if proc["kind"] == "caddy" and state.get("tls"):  # at its https:// address
+                directory = Path(state["supervisor"]["directory"])
+                probe = readyz_probe(str(urlsplit(state["proxy_url"]).hostname), proc["port"],
+                                     tls=partial(client_context, directory))
+            nursery.start_soon(one, proc["name"], probe)
     return results
 
 
@@ -202,6 +210,8 @@ def _detach(args: argparse.Namespace, directory: Path) -> int:
         if state and state["supervisor"]["pid"] == process.pid and state["supervisor"]["state"] == "ready":
             print(f"cluster up (supervisor pid {process.pid}); log: {log_path}")
             print(format_status(state, trio.run(probe_state, state), True))
+            if args.tls:
+                print(trust_instructions(directory, args.host, args.proxy_port))
             return 0
         if process.poll() is not None:
             print(f"nursery: cannot start the cluster; {log_path} ends:\n{log_tail(log_path)}",
@@ -223,6 +233,8 @@ def _up_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--caddyfile", str(args.caddyfile)]
     if args.redis_cluster:
         flags.append("--redis-cluster")
+    if args.tls:
+        flags.append("--tls")
     return flags
 
 
@@ -257,6 +269,10 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                     help="a Redis Cluster of 3 masters instead of one Redis (needs redis-cli); "
                          "with NURSERY_REDIS_URL set: it names a cluster node (also "
                          "NURSERY_REDIS_CLUSTER=true)")
+    up.add_argument("--tls", action="store_true",
+                    help="serve HTTPS with Caddy's local CA (no ACME; trust its root on each "
+                         "device: `up` prints how); with --host 0.0.0.0 a phone on the network can "
+                         "install the app")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -292,7 +308,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
             caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
-            redis_cluster=args.redis_cluster)
+            redis_cluster=args.redis_cluster, tls=args.tls)
         _check_config(config)
         trio.run(run_cluster, config)
     except BaseException as exc:

@@ -7,6 +7,7 @@ answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none rais
 from __future__ import annotations
 
 import json
+import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,18 +21,28 @@ PROBE_TIMEOUT = 2.0
 MAX_RESPONSE = 1 << 20
 
 
+# The SSL context of an HTTPS proxy (``--tls``), looked up at each probe: None before the
+# proxy's CA exists (not ready yet).
+TLS = Callable[[], ssl.SSLContext | None]
+
+
 async def http_get(
-    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT
+    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT, *, tls: TLS | None = None
 ) -> tuple[int, bytes] | None:
-    """(status, body) of ``GET path``, or None when nothing (valid) answers in time. Reads
-    by Content-Length or chunks, not to the end of the stream: a server may keep the socket
-    open after ``Connection: close``."""
+    """(status, body) of ``GET path`` (over TLS with ``tls``), or None when nothing (valid)
+    answers in time. Reads by Content-Length or chunks, not to the end of the stream: a server
+    may keep the socket open after ``Connection: close``."""
+    context = tls() if tls is not None else None
+    if tls is not None and context is None:
+        return None
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
                f"User-Agent: nursery-cluster\r\n\r\n").encode()
     data = b""
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+            if context is not None:
+                stream = trio.SSLStream(stream, context, server_hostname=host)
             async with stream:
                 await stream.send_all(request)
                 while not _response_complete(data) and len(data) < MAX_RESPONSE:
@@ -83,11 +94,11 @@ def json_object(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def readyz_probe(host: str, port: int) -> Callable[[], Any]:
+def readyz_probe(host: str, port: int, *, tls: TLS | None = None) -> Callable[[], Any]:
     """An instance's /readyz, or Caddy's (which answers 200 while any instance is ready)."""
 
     async def probe() -> str | None:
-        answer = await http_get(host, port, "/readyz")
+        answer = await http_get(host, port, "/readyz", tls=tls)
         return "/readyz 200" if answer is not None and answer[0] == 200 else None
 
     return probe
@@ -157,11 +168,11 @@ async def postgres_probe(host: str, port: int) -> str | None:
     return "accepts" if reply == b"R" else None
 
 
-async def until_proxy_reaches(host: str, port: int, instance: str) -> None:
+async def until_proxy_reaches(host: str, port: int, instance: str, *, tls: TLS | None = None) -> None:
     """Until a GET /readyz through Caddy is answered by ``instance`` (round robin reaches
     every healthy upstream in turn, so a few tries suffice once Caddy counts it healthy)."""
     while True:
-        answer = await http_get(host, port, "/readyz")
+        answer = await http_get(host, port, "/readyz", tls=tls)
         if answer is not None and answer[0] == 200 and json_object(answer[1]).get("instance") == instance:
             return
         await trio.sleep(0.05)
