@@ -10,6 +10,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from tests.cluster.support import RunningCluster, require_caddy, start_cluster
 from tests.servers import scratch_dir
 from tests.web.browsing import PASSWORD, SECOND, add_todo, new_email, sign_in, todo
 from tests.web.conftest import CHROMIUM, CHROMIUM_FLAGS
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -91,6 +94,14 @@ def test_the_app_installs_from_https_and_syncs_live_over_wss(browser: Any, https
             assert created.headers["strict-transport-security"] == "max-age=31536000"
         expect(todo(page, "from the laptop")).to_be_visible(timeout=5 * SECOND)
         assert errors == []
+
+        # The Python client too, told of the root as docs/client.md says (SSL_CERT_FILE).
+        example = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "sync_todos.py"), "--url", url, "--email", email],
+            env={**os.environ, "NURSERY_PASSWORD": PASSWORD, "SSL_CERT_FILE": str(root)},
+            capture_output=True, text=True, timeout=60)
+        assert example.returncode == 0, example.stderr
+        assert "resumed: mirror at rev 4, 2 change(s) applied, 0 repeated" in example.stdout
     finally:
         context.close()
         shutil.rmtree(profile, ignore_errors=True)
