@@ -81,7 +81,8 @@ async def main(url: str, email: str, password: str, register: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:4000")
-    parser.add_argument("--email", default=os.environ.get("NURSERY_EMAIL"), required=not os.environ.get("NURSERY_EMAIL"))
+    email = os.environ.get("NURSERY_EMAIL")
+    parser.add_argument("--email", default=email, required=not email, help="default: $NURSERY_EMAIL")
     parser.add_argument("--register", action="store_true", help="create the account first")
     args = parser.parse_args()
     secret = os.environ.get("NURSERY_PASSWORD") or getpass.getpass("password: ")

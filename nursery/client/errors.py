@@ -36,7 +36,8 @@ def describe(exc: BaseException) -> str:
     if found is not None:
         text = os.strerror(found.errno) if found.errno else str(found.strerror)
         return text[:1].lower() + text[1:]
-    if isinstance(exc, TimeoutError) or type(exc).__name__ in ("TooSlowError", "ConnectTimeout", "ReadTimeout"):
+    if isinstance(exc, TimeoutError) or type(exc).__name__ in ("TooSlowError", "ConnectTimeout",
+                                                                "ReadTimeout"):
         return "timed out"
     return str(exc) or type(exc).__name__
 

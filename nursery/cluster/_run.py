@@ -19,8 +19,8 @@ from nursery.cluster._config import LOG_DIR, ClusterConfig, ClusterError
 from nursery.cluster._prometheus import write_prometheus_config
 from nursery.cluster._rolling import roll_when_asked
 from nursery.cluster._state import cluster_secret, supervisor_lock
-from nursery.cluster._tls import trust_instructions
 from nursery.cluster._supervisor import Supervisor
+from nursery.cluster._tls import trust_instructions
 from nursery.stores.embedded import PrivatePostgres
 
 log = logging.getLogger("nursery.cluster")

@@ -90,7 +90,8 @@ def trust_instructions(directory: Path, host: str, port: int) -> str:
         " && sudo update-ca-certificates",
         f"  Chromium/Chrome on Linux (its own store):  certutil -d sql:$HOME/.pki/nssdb -A -t C,,"
         f" -n nursery-local -i {root}",
-        f"  macOS:  sudo security add-trusted-cert -d -r trustRoot -k /Library/Keychains/System.keychain {root}",
+        "  macOS:  sudo security add-trusted-cert -d -r trustRoot -k"
+        f" /Library/Keychains/System.keychain {root}",
         f"  Windows:  certutil -addstore -f ROOT root.crt  (a copy of {root.name})",
         "  Android: copy root.crt to the phone, Settings → Security → Encryption & credentials →"
         " Install a certificate → CA certificate",

@@ -17,8 +17,8 @@ ENV_VAR = "NURSERY_CLUSTER_DIR"
 
 def remembered_file(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
-    state_home = environ.get("XDG_STATE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "state")
-    return Path(state_home) / "nursery" / "last-cluster"
+    home = Path(environ.get("HOME") or Path.home())
+    return Path(environ.get("XDG_STATE_HOME") or home / ".local" / "state") / "nursery" / "last-cluster"
 
 
 def remember(directory: Path, environ: Mapping[str, str] | None = None) -> None:
@@ -40,7 +40,9 @@ def remembered(environ: Mapping[str, str] | None = None) -> Path | None:
     return Path(text) if text else None
 
 
-def cluster_dir(given: Path | None, *, for_up: bool, environ: Mapping[str, str] | None = None) -> tuple[Path, str]:
+def cluster_dir(
+    given: Path | None, *, for_up: bool, environ: Mapping[str, str] | None = None
+) -> tuple[Path, str]:
     """The directory to use and where it came from (for messages). ``up`` does not follow the
     remembered directory: it starts where it is told, or in the default."""
     environ = os.environ if environ is None else environ
