@@ -211,7 +211,7 @@ def _detach(args: argparse.Namespace, directory: Path) -> int:
             print(f"cluster up (supervisor pid {process.pid}); log: {log_path}")
             print(format_status(state, trio.run(probe_state, state), True))
             if args.tls:
-                print(trust_instructions(directory, args.host, args.proxy_port))
+                print(trust_instructions(directory, args.proxy_host or args.host, args.proxy_port))
             return 0
         if process.poll() is not None:
             print(f"nursery: cannot start the cluster; {log_path} ends:\n{log_tail(log_path)}",
@@ -235,6 +235,8 @@ def _up_flags(args: argparse.Namespace) -> list[str]:
         flags.append("--redis-cluster")
     if args.tls:
         flags.append("--tls")
+    if args.proxy_host:
+        flags += ["--proxy-host", args.proxy_host]
     return flags
 
 
@@ -269,10 +271,13 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                     help="a Redis Cluster of 3 masters instead of one Redis (needs redis-cli); "
                          "with NURSERY_REDIS_URL set: it names a cluster node (also "
                          "NURSERY_REDIS_CLUSTER=true)")
+    up.add_argument("--proxy-host",
+                    help="the address Caddy alone binds (default: --host); with --tls, 0.0.0.0 "
+                         "lets a phone on the network install the app while the instances, Redis "
+                         "and PostgreSQL stay on --host")
     up.add_argument("--tls", action="store_true",
                     help="serve HTTPS with Caddy's local CA (no ACME; trust its root on each "
-                         "device: `up` prints how); with --host 0.0.0.0 a phone on the network can "
-                         "install the app")
+                         "device: `up` prints how)")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -308,7 +313,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
             caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
-            redis_cluster=args.redis_cluster, tls=args.tls)
+            redis_cluster=args.redis_cluster, tls=args.tls, proxy_host=args.proxy_host)
         _check_config(config)
         trio.run(run_cluster, config)
     except BaseException as exc:
@@ -336,7 +341,8 @@ def _check_config(config: ClusterConfig) -> None:
         if shutil.which(program) is None:
             raise ClusterError(f"{program} not found: install Debian's {package} package"
                                + (" or set NURSERY_CADDY" if package == "caddy" else ""))
-    busy = [p for p in (*config.instance_ports, config.proxy_port) if listen_problem(config.host, p)]
+    busy = [p for p in config.instance_ports if listen_problem(config.host, p)]
+    busy += [config.proxy_port] if listen_problem(config.proxy_bind, config.proxy_port) else []
     if busy:
         raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {config.host} already in use "
                            f"(another cluster? see --base-port and --proxy-port)")

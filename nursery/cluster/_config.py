@@ -54,14 +54,19 @@ class ClusterConfig:
     ready_timeout: float = 60.0
     python: str = sys.executable
     tls: bool = False  # HTTPS with Caddy's local CA (``_tls``)
+    proxy_host: str | None = None  # the address Caddy binds; None: ``host``
 
     @property
     def effective_drain_delay(self) -> float:
         return self.drain_delay if self.drain_delay is not None else self.health_interval + 1.0
 
     @property
+    def proxy_bind(self) -> str:
+        return self.proxy_host or self.host
+
+    @property
     def proxy_url(self) -> str:
-        return proxy_url(self.host, self.proxy_port, self.tls)
+        return proxy_url(self.proxy_bind, self.proxy_port, self.tls)
 
     @property
     def instance_ports(self) -> list[int]:

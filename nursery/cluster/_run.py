@@ -65,7 +65,7 @@ async def run_cluster(
                 log.info("metrics: each instance's /metrics (not through the proxy); "
                          "prometheus --config.file=%s", prometheus)
                 if config.tls:
-                    log.info("%s", trust_instructions(directory, config.host, config.proxy_port))
+                    log.info("%s", trust_instructions(directory, config.proxy_bind, config.proxy_port))
                 task_status.started(supervisor)
                 nursery.start_soon(roll_when_asked, supervisor)
                 await supervisor.stop_requested.wait()

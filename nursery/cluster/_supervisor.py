@@ -154,8 +154,8 @@ class Supervisor:
                      "XDG_CONFIG_HOME": str(caddy_home / "config"),
                      "XDG_DATA_HOME": str(caddy_home / "data"),
                      "NURSERY_SITE": f":{config.proxy_port}",
-                     **(tls.caddy_env(config.host, config.proxy_port) if config.tls else {}),
-                     "NURSERY_PROXY_BIND": config.host,
+                     **(tls.caddy_env(config.proxy_bind, config.proxy_port) if config.tls else {}),
+                     "NURSERY_PROXY_BIND": config.proxy_bind,
                      "NURSERY_UPSTREAMS": " ".join(f"{config.host}:{p}" for p in config.instance_ports),
                      "NURSERY_PROXY_HEALTH_INTERVAL": f"{round(config.health_interval * 1000)}ms",
                      "NURSERY_CADDY_ADMIN": f"{config.host}:{admin_port}"}
@@ -164,7 +164,7 @@ class Supervisor:
                 caddy_env[key] = os.environ[key]
         self.caddy = Child("caddy", "caddy",
                            [config.caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
-                           caddy_env, config.host, config.proxy_port, logs / "caddy.log",
+                           caddy_env, config.proxy_bind, config.proxy_port, logs / "caddy.log",
                            readyz_probe(*self.proxy_probe_address, tls=self.proxy_tls))
         self.caddy_admin = f"{config.host}:{admin_port}"
         self.children.append(self.caddy)
@@ -172,7 +172,8 @@ class Supervisor:
     @property
     def proxy_probe_address(self) -> tuple[str, int]:
         """Where this machine reaches the proxy: over TLS, a name its certificate holds."""
-        host = tls.certificate_names(self.config.host)[0] if self.config.tls else self.config.host
+        bind = self.config.proxy_bind
+        host = tls.certificate_names(bind)[0] if self.config.tls else bind
         return host, self.config.proxy_port
 
     @property

@@ -10,7 +10,7 @@ redirects (``auto_https disable_redirects``): only the proxy port is served.
 
 The certificate names are the addresses the proxy is reached at: ``127.0.0.1`` when it binds
 a loopback or every address, and this machine's own IPv4 addresses when it binds every address
-(``--host 0.0.0.0``: what a phone on the network connects to), or the address it binds.
+(``--proxy-host 0.0.0.0``: what a phone on the network connects to), or the address it binds.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def trust_instructions(directory: Path, host: str, port: int) -> str:
         " Downloaded), then Settings → General → About → Certificate Trust Settings → turn it on",
     ]
     if _is_ip(host) and ipaddress.ip_address(host).is_loopback:
-        lines.append("A phone needs the proxy on the network: nursery cluster up --tls --host 0.0.0.0")
+        lines.append("A phone needs the proxy on the network: nursery cluster up --tls --proxy-host 0.0.0.0")
     return "\n".join(lines)
 
 

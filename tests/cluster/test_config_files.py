@@ -99,7 +99,7 @@ def test_with_a_domain_caddy_serves_https_by_acme_redirects_and_sends_hsts() -> 
 def test_the_local_https_uses_caddys_own_ca_and_no_port_80() -> None:
     """``nursery cluster up --tls``: the internal issuer only (nothing leaves the machine), the
     root not installed into this machine's trust store, no redirect listener."""
-    from nursery.cluster._tls import caddy_env
+    from nursery.cluster._tls import caddy_env, own_ipv4_addresses
     result = caddy("adapt", NURSERY_CADDY_ADMIN="off", NURSERY_PROXY_BIND="127.0.0.1",
                    **caddy_env("127.0.0.1", 18443))
     assert result.returncode == 0, result.stderr
@@ -110,6 +110,15 @@ def test_the_local_https_uses_caddys_own_ca_and_no_port_80() -> None:
     assert config["apps"]["tls"]["automation"]["policies"] == [{"issuers": [{"module": "internal"}]}]
     assert config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] is False
     assert hsts(server) == ["max-age=31536000"]
+
+    # --proxy-host 0.0.0.0: a certificate for each of this machine's addresses (a phone uses one).
+    result = caddy("adapt", NURSERY_CADDY_ADMIN="off", NURSERY_PROXY_BIND="0.0.0.0",
+                   **caddy_env("0.0.0.0", 18443))
+    assert result.returncode == 0, result.stderr
+    [server] = json.loads(result.stdout)["apps"]["http"]["servers"].values()
+    assert server["listen"] == ["0.0.0.0:18443"]
+    names = set(server["routes"][0]["match"][0]["host"])
+    assert "127.0.0.1" in names and set(own_ipv4_addresses()) <= names
 
 
 def proxy_handler_in(server: dict[str, Any]) -> dict[str, Any]:
