@@ -105,7 +105,7 @@ async def _wait_ready(url: str, timeout: float = 60) -> None:
                 await trio.sleep(0.1)
 
 
-SECRET = "bench"
+SECRET = "bench-secret-of-32-characters-at-least"
 
 
 @dataclass

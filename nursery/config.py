@@ -82,6 +82,13 @@ NETWORKS = Kind(
                        for part in text.split(",") if part.strip().lower() not in ("", "none")),
 )
 RATE = Kind("COUNT/PERIOD: 10/60s, 10/1m, 1000/1h, 20/1", parse_rate)
+# Tokens are signed with it (HMAC): a short key can be guessed offline from one token.
+MIN_SECRET_LENGTH = 32
+SECRET = Kind(
+    f"at least {MIN_SECRET_LENGTH} characters, e.g. the output of"
+    " python3 -c 'import secrets; print(secrets.token_urlsafe(48))'",
+    str, lambda v: len(v) >= MIN_SECRET_LENGTH,
+)
 
 
 def _setting(default: Any, kind: Kind, doc: str) -> Any:
@@ -113,7 +120,7 @@ class Settings:
         " database from the URL's path, default nursery; unset: all in PostgreSQL",
     )
     secret_key: str | None = _setting(
-        None, TEXT, "token signing key; unset: generated and kept in the data dir"
+        None, SECRET, "token signing key; unset: generated and kept in the data dir"
     )
     instance_name: str | None = _setting(None, TEXT, "name shown to clients; default host:port")
     token_max_age: float = _setting(30 * 86400, SECONDS, "token lifetime")
@@ -258,9 +265,8 @@ class Settings:
             except (ValueError, TypeError):
                 valid = False
             if not valid:
-                raise ConfigError(
-                    f"{_env_name(f.name)}={value!r} is not valid: expected {kind.accepts}"
-                )
+                given = f" ({len(value)} characters)" if kind is SECRET else f"={value!r}"
+                raise ConfigError(f"{_env_name(f.name)}{given} is not valid: expected {kind.accepts}")
 
     @property
     def name(self) -> str:

@@ -20,7 +20,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from nursery.config import Settings
 from nursery.server import Lifecycle, serve
 
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-of-32-characters-at-least"
 # Tests register and log in many users from 127.0.0.1: rate limits are opt-in per test.
 UNLIMITED = {
     "login_rate_per_account": "100000/1",

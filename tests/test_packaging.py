@@ -4,7 +4,10 @@ tools), ``scripts/serve`` without the test extras, ``scripts/test`` with them.""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -51,3 +54,20 @@ def test_serve_installs_without_the_test_extras_and_test_with_them() -> None:
     test = (ROOT / "scripts" / "test").read_text()
     assert "scripts/bootstrap embedded\n" in serve
     assert "scripts/bootstrap test\n" in test
+
+
+def test_the_editable_install_prints_no_setuptools_banner(tmp_path: Path) -> None:
+    """scripts/bootstrap's install, as it runs it (its PYTHONWARNINGS), says nothing with -q."""
+    bootstrap = (ROOT / "scripts" / "bootstrap").read_text()
+    match = re.search(r'PYTHONWARNINGS="([^"]+)" \.venv/bin/pip install -q -e', bootstrap)
+    assert match, "scripts/bootstrap installs without silencing the banner"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    env = {**os.environ, "PYTHONWARNINGS": match.group(1)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q", "--no-deps",
+         "-e", str(ROOT)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    output = "\n".join(line for line in (result.stdout + result.stderr).splitlines()
+                       if not line.startswith("WARNING: Location"))  # this machine's pip config
+    assert "Editable installation" not in output and "!!" not in output, output

@@ -8,6 +8,7 @@ answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none rais
 from __future__ import annotations
 
 import json
+import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -22,18 +23,27 @@ PROBE_TIMEOUT = 2.0
 MAX_RESPONSE = 1 << 20
 
 
+# The SSL context of an HTTPS proxy (``--tls``), looked up at each probe: None before the
+# proxy's CA exists (not ready yet).
+TLS = Callable[[], ssl.SSLContext | None]
+
+
 async def http_get(
-    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT
+    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT, *, tls: TLS | None = None
 ) -> tuple[int, bytes] | None:
-    """(status, body) of ``GET path``, or None when nothing (valid) answers in time or the
-    body is over ``MAX_RESPONSE``."""
+    """(status, body) of ``GET path`` (over TLS with ``tls``), or None when nothing (valid)
+    answers in time or the body is over ``MAX_RESPONSE``."""
+    context = tls() if tls is not None else None
+    if tls is not None and context is None:
+        return None
     address = f"[{host}]" if ":" in host else host
+    url = f"{'https' if context is not None else 'http'}://{address}:{port}{path}"
     try:
         with trio.fail_after(timeout):
             # trust_env=False: a proxy from the environment must not stand between us and ours.
-            async with httpx.AsyncClient(timeout=timeout, trust_env=False,
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False, verify=context or True,
                                          headers={"user-agent": "nursery-cluster"}) as client, \
-                    client.stream("GET", f"http://{address}:{port}{path}") as response:
+                    client.stream("GET", url) as response:
                 body = b""
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -52,11 +62,11 @@ def json_object(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def readyz_probe(host: str, port: int) -> Callable[[], Any]:
+def readyz_probe(host: str, port: int, *, tls: TLS | None = None) -> Callable[[], Any]:
     """An instance's /readyz, or Caddy's (which answers 200 while any instance is ready)."""
 
     async def probe() -> str | None:
-        answer = await http_get(host, port, "/readyz")
+        answer = await http_get(host, port, "/readyz", tls=tls)
         return "/readyz 200" if answer is not None and answer[0] == 200 else None
 
     return probe
@@ -126,11 +136,11 @@ async def postgres_probe(host: str, port: int) -> str | None:
     return "accepts" if reply == b"R" else None
 
 
-async def until_proxy_reaches(host: str, port: int, instance: str) -> None:
+async def until_proxy_reaches(host: str, port: int, instance: str, *, tls: TLS | None = None) -> None:
     """Until a GET /readyz through Caddy is answered by ``instance`` (round robin reaches
     every healthy upstream in turn, so a few tries suffice once Caddy counts it healthy)."""
     while True:
-        answer = await http_get(host, port, "/readyz")
+        answer = await http_get(host, port, "/readyz", tls=tls)
         if answer is not None and answer[0] == 200 and json_object(answer[1]).get("instance") == instance:
             return
         await trio.sleep(0.05)
