@@ -123,6 +123,7 @@ async def local_cluster(instances: int = 3, *, log_dir: Path | None = None, redi
     one Redis. ``server_source``: run the instances from that checkout (``PYTHONPATH``), say
     an older commit's, to compare; the bench scripts stay this checkout's."""
     directory = Path(tempfile.mkdtemp(prefix="nursery-bench-"))
+    directory.chmod(0o755)  # ours: as root, PostgreSQL (user postgres) must reach its data dir
     postgres = PrivatePostgres(directory / "pg", fast=False)
     await trio.to_thread.run_sync(postgres.start)
     processes = []
