@@ -234,6 +234,7 @@ def main() -> int:
 
 def _main_ha(args: argparse.Namespace) -> int:
     scratch = scratch_dir("nursery-faults-ha-")
+    scratch.chmod(0o755)  # as root, PostgreSQL (under Patroni) runs as the postgres user
     cluster: RunningCluster | None = None
     try:
         cluster = start_cluster(scratch / "cluster", extra_args=("--ha",))

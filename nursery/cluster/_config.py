@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nursery.cluster._tls import proxy_url
 from nursery.config import Settings
 from nursery.errors import NurseryError
 
@@ -57,10 +58,20 @@ class ClusterConfig:
     shutdown_timeout: float = 15.0
     ready_timeout: float = 60.0
     python: str = sys.executable
+    tls: bool = False  # HTTPS with Caddy's local CA (``_tls``)
+    proxy_host: str | None = None  # the address Caddy binds; None: ``host``
 
     @property
     def effective_drain_delay(self) -> float:
         return self.drain_delay if self.drain_delay is not None else self.health_interval + 1.0
+
+    @property
+    def proxy_bind(self) -> str:
+        return self.proxy_host or self.host
+
+    @property
+    def proxy_url(self) -> str:
+        return proxy_url(self.proxy_bind, self.proxy_port, self.tls)
 
     @property
     def instance_ports(self) -> list[int]:
@@ -89,7 +100,7 @@ class ClusterConfig:
 
 def find_caddyfile() -> Path:
     """``conf/Caddyfile`` of this checkout, else of the working directory."""
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         candidate = base / "conf" / "Caddyfile"
         if candidate.is_file():
             return candidate
