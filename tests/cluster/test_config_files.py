@@ -248,7 +248,7 @@ def test_the_ha_override_runs_patroni_nodes_and_redis_replicas_as_cluster_up_ha_
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
     files = ["-f", str(COMPOSE), "-f", str(ROOT / "compose.redis-cluster.yaml"),
              "-f", str(ROOT / "compose.ha.yaml")]
-    env = cluster_env(NURSERY_SECRET_KEY="test-secret", POSTGRES_PASSWORD="pw",
+    env = cluster_env(NURSERY_SECRET_KEY="test-secret-of-32-characters-at-least", POSTGRES_PASSWORD="pw",
                       REPLICATION_PASSWORD="rpw")
     result = subprocess.run(["docker-compose", *files, "config"], capture_output=True, text=True,
                             env=env, timeout=60)
@@ -282,7 +282,7 @@ def test_the_ha_override_runs_patroni_nodes_and_redis_replicas_as_cluster_up_ha_
     published = {name: s.get("ports") for name, s in services.items() if s.get("ports")}
     assert set(published) == {"caddy", "prometheus"}
     missing = subprocess.run(["docker-compose", *files, "config", "-q"], capture_output=True,
-                             text=True, env=cluster_env(NURSERY_SECRET_KEY="test-secret"), timeout=60)
+                             text=True, env=cluster_env(NURSERY_SECRET_KEY="test-secret-of-32-characters-at-least"), timeout=60)
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
 
 
