@@ -1,11 +1,14 @@
-"""The local reference topology without Docker: ``nursery cluster up|down|status|restart``.
+"""The local reference topology without Docker: ``nursery cluster up|down|status|restart|switchover``.
 
 ``up`` runs a supervisor that starts, as child processes it owns: PostgreSQL (a private server
 in ``DIR/pg``, unless ``NURSERY_DATABASE_URL`` is set), ``redis-server`` (unless
 ``NURSERY_REDIS_URL`` is set; with ``--redis-cluster``, a Redis Cluster of three masters
 ``redis-1``..``redis-3`` in ``DIR/redis-cluster``), N ``nursery serve`` instances on ports
 ``base_port``.. and Caddy (``conf/Caddyfile``) in front of them on ``proxy_port`` (with
-``--tls``, HTTPS from Caddy's local CA: ``_tls``). The other commands talk to it through its
+``--tls``, HTTPS from Caddy's local CA: ``_tls``). With ``--ha`` (``_ha``), no single point
+of failure in the data tier: etcd and three PostgreSQL nodes under Patroni in ``DIR/ha``
+(``pg-1``..``pg-3``; ``switchover`` moves the primary) and a Redis Cluster of three masters
+with a replica each (docs/operations.md). The other commands talk to it through its
 directory (``--dir``, else ``NURSERY_CLUSTER_DIR``, else the last ``up``'s, else
 ``.nursery/cluster``: ``_where``)::
 
@@ -26,7 +29,9 @@ Modules: ``_config`` (what to run), ``_run`` (the supervisor's process: ``up``),
 restart), ``_probes`` (is it answering), ``_state`` (the directory), ``_where`` (which
 directory), ``_tls`` (HTTPS with Caddy's local CA), ``_logs`` (the children's log files and how
 the supervisor words them), ``_prometheus`` (its scrape config), ``_redis_cluster`` (what makes
-redis-servers a cluster; shared with the tests' fixture), ``_commands`` (the command line).
+redis-servers a cluster; shared with the tests' fixture), ``_ha`` (``--ha``'s children, roles
+and switchover), ``_patroni`` (a Patroni node's configuration and REST API), ``_etcd`` (its
+etcd), ``_commands`` (the command line).
 
 Errors::
 
