@@ -445,6 +445,7 @@ SHAPES = {
     "host-a-b": b"GET /healthz HTTP/1.1\r\nHost: a b\r\n\r\n",
     "http-2.0": b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n",
     "http-0.9": b"GET /\r\n",
+    "http-0.9-blank-line": b"GET /\r\n\r\n",
     "method-foo": b"FOO /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
     "te-gzip-chunked": b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                        b"5\r\nhello\r\n0\r\n\r\n",
@@ -593,7 +594,6 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # trickle-many's sockets
     results = []
-    out = open(args.out, "w") if args.out else None
     async with local_cluster(1, server_source=args.server_source, lift_rate_limits=False) as cluster:
         host, port = cluster.urls[0].removeprefix("http://").split(":")
         address = (host, int(port))
@@ -606,16 +606,12 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                     result = {"round": round_, "server_source": str(args.server_source or "."),
                               "server_commit": source_commit(args.server_source),
                               "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}
-                    line = json.dumps(result)
-                    print(line, flush=True)
-                    if out:
-                        out.write(line + "\n")
-                        out.flush()
+                    print(json.dumps(result), flush=True)
                     results.append(result)
+                    if args.out:  # rewritten whole after each attack: a cut-short run keeps what it has
+                        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
         finally:
             poller.close()
-            if out:
-                out.close()
     return results
 
 
@@ -626,7 +622,7 @@ if __name__ == "__main__":
     parser.add_argument("--only", help=f"comma-separated attacks, of: {', '.join(ATTACKS)}")
     parser.add_argument("--rounds", type=int, default=1, help="run the whole list this many times")
     parser.add_argument("--table", action="store_true", help="then a markdown table of medians over rounds")
-    parser.add_argument("--out", help="also write the JSON lines to this file")
+    parser.add_argument("--out", help="also write the results to this file (one JSON array)")
     parser.add_argument("--trickle-seconds", type=float, default=20.0, help="how long a trickle goes on at most")
     parser.add_argument("--trickle-sockets", type=int, default=200, help="trickle-many's connections")
     parser.add_argument("--header-mib", type=int, default=16, help="header-no-crlf's line, MiB")
