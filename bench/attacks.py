@@ -255,34 +255,34 @@ def ws_empty_fragments_4x(target: Target) -> dict[str, Any]:
 
 
 def header_no_crlf(target: Target) -> dict[str, Any]:
-    """``X-A: `` then MiBs of ``a`` and never the line's end; stops sending once the server
-    answers or closes."""
+    """``X-A: `` then MiBs of ``a`` and never the line's end, 64 KiB a write; stops sending
+    once the server answers or closes, then reads until it closes (``--answer-wait`` at most)."""
     total, chunk = target.args.header_mib * 1024 * 1024, b"a" * 65536
     started = time.monotonic()
     reader = raw.ResponseReader()
-    sent, error = 0, None
+    sent, answered = 0, None
     with raw.connect(target.address) as sock:
         error = raw.send(sock, b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
         while error is None and sent < total and time.monotonic() - started < 60:
             data = raw.receive(sock, time.monotonic())  # anything from the server yet?
             if data is not None:
-                if not data:
-                    reader.answers.closed = True
-                    break
                 reader.feed(data)
-                if reader.answers.statuses:
+                reader.answers.closed = not data
+                if reader.answers.closed or reader.answers.statuses:
                     break
             error = raw.send(sock, chunk)
             sent += 0 if error else len(chunk)
-        send_seconds = time.monotonic() - started
+        if reader.answers.statuses or error:
+            answered = time.monotonic() - started
         answers = reader.answers if reader.answers.closed else raw.read_answers(
-            sock, started, target.args.answer_wait, expect=1, reader=reader)
+            sock, started, target.args.answer_wait, reader=reader)
     answers.send_error = error
     said = answers.statuses[0] if answers.statuses else "no answer"
-    state = "closed" if answers.closed else f"still open {target.args.answer_wait:.0f} s after the last byte"
+    state = "then closed" if answers.closed else f"still open {target.args.answer_wait:.0f} s after the last byte"
+    when = f" after {answered:.2f} s" if answered is not None else ""
     return {
-        "header_bytes_sent": sent, "send_seconds": round(send_seconds, 2), **answers.to_json(),
-        "summary": f"{said}, {state}, {sent / 1048576:.1f} MiB taken",
+        "header_bytes_sent": sent, "answered_or_refused_after_seconds": answered, **answers.to_json(),
+        "summary": f"{said}{when}, {state} ({sent / 1048576:.1f} MiB written by then)",
     }
 
 
@@ -559,8 +559,8 @@ def register(address: raw.Address) -> bytes:
 
 def source_commit(directory: Path | None) -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(directory or Path(__file__).parent), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(directory or Path(__file__).parent), "describe", "--always",
+                               "--dirty"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
