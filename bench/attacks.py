@@ -18,6 +18,8 @@ each attack in turn. For each it prints one JSON object (one line):
   20 ms while the attack runs: polls, errors, median and worst latency. A request the attack
   stalls is waited for, so the worst latency is the whole stall.
 
+Each object also has ``round``, ``server_commit`` (``git describe --dirty`` of the instance's
+tree), ``utc`` (when the attack ended) and ``loadavg_1m_before`` (the box is shared: say so).
 ``baseline`` (nothing but the polling, 3 s) shows what the measuring itself costs. Every attack
 is bounded in bytes and time, talks to loopback only and stops by itself; before the next one
 starts, the instance is given up to 30 s to fall quiet.
