@@ -118,10 +118,11 @@ class Cluster:
 
 @asynccontextmanager
 async def local_cluster(instances: int = 3, *, log_dir: Path | None = None, redis_cluster: bool = False,
-                        server_source: Path | None = None) -> AsyncIterator[Cluster]:
+                        server_source: Path | None = None, lift_rate_limits: bool = True) -> AsyncIterator[Cluster]:
     """``redis_cluster``: the broker on a 3-master Redis Cluster (sharded pub/sub) instead of
     one Redis. ``server_source``: run the instances from that checkout (``PYTHONPATH``), say
-    an older commit's, to compare; the bench scripts stay this checkout's."""
+    an older commit's, to compare; the bench scripts stay this checkout's.
+    ``lift_rate_limits=False``: the instances keep the default login, register and write rates."""
     directory = Path(tempfile.mkdtemp(prefix="nursery-bench-"))
     directory.chmod(0o755)  # ours: as root, PostgreSQL (user postgres) must reach its data dir
     postgres = PrivatePostgres(directory / "pg", fast=False)
@@ -143,9 +144,9 @@ async def local_cluster(instances: int = 3, *, log_dir: Path | None = None, redi
                     "NURSERY_INSTANCE_NAME": f"bench-{index + 1}",
                     "NURSERY_LOG_LEVEL": "WARNING",
                     # the load generator registers and writes from one address
-                    "NURSERY_LOGIN_RATE_PER_CLIENT": "1000000/1",
-                    "NURSERY_REGISTER_RATE_PER_CLIENT": "1000000/1",
-                    "NURSERY_WRITE_RATE_PER_USER": "1000000/1",
+                    **({"NURSERY_LOGIN_RATE_PER_CLIENT": "1000000/1",
+                        "NURSERY_REGISTER_RATE_PER_CLIENT": "1000000/1",
+                        "NURSERY_WRITE_RATE_PER_USER": "1000000/1"} if lift_rate_limits else {}),
                 }
                 log = open((log_dir or directory) / f"instance-{index + 1}.log", "w")
                 processes.append(await trio.lowlevel.open_process(
