@@ -1,12 +1,17 @@
 """A local Redis Cluster of ``NODES`` masters, as ``nursery cluster up --redis-cluster`` runs it
-and as the test suite's fixture does (tests/servers.py): the options that make a
-``redis-server`` a cluster node, the ``redis-cli`` command that joins the nodes, and what a
-node must say before it counts as ready. No I/O here: each caller runs the processes its own way.
+(``--ha``: each master with ``REPLICAS`` replica) and as the test suite's fixtures do
+(tests/servers.py): the options that make a ``redis-server`` a cluster node, the
+``redis-cli`` command that joins the nodes, what a node must say before it counts as ready,
+and its role. No I/O here: each caller runs the processes its own way.
 
 Choices, and why:
 
-- No replicas: this is a development and test topology. A stopped node's slots are then
-  unserved until it is back, which is the fault the broker has to survive.
+- ``--redis-cluster``: no replicas, a development and test topology. A stopped node's slots
+  are then unserved until it is back, which is the fault the broker has to survive.
+- ``--ha``: one replica per master, and failover by Redis Cluster itself: the replica of a
+  master silent for ``node_timeout`` is promoted (about that plus 1 s), and the old master,
+  when back, rejoins as its replica. A shorter ``HA_NODE_TIMEOUT_MS`` keeps a user's live
+  delivery within 5 s of losing its master (the broker follows the slot map: redis_sharded).
 - ``cluster-require-full-coverage no``: without it every node answers ``CLUSTERDOWN`` while
   one shard is down; with it the other shards keep working (losing a shard loses only the
   keys and channels of its slots).
@@ -21,28 +26,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-NODES = 3
+NODES = 3  # masters
+REPLICAS = 1  # per master, with --ha
 SLOTS = 16384
 # How long a silent node takes to be marked failing. Without replicas nothing fails over, so
 # this only decides how soon the others report the shard down, and how soon they forget it.
 NODE_TIMEOUT_MS = 2000
+# With replicas it is most of a failover's time: a replica is promoted after it, plus a
+# 0.5-1 s election delay. Short, but a node's cluster bus answers even while it is busy.
+HA_NODE_TIMEOUT_MS = 1000
 
 
-def node_args(*, bus_port: int, directory: Path) -> list[str]:
+def node_args(*, bus_port: int, directory: Path, node_timeout_ms: int = NODE_TIMEOUT_MS) -> list[str]:
     """What to add to a ``redis-server`` command line to make it a cluster node whose
     ``nodes.conf`` lives in ``directory``."""
     return ["--cluster-enabled", "yes", "--cluster-port", str(bus_port),
             "--cluster-config-file", str(directory / "nodes.conf"),
-            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-node-timeout", str(node_timeout_ms),
             "--cluster-require-full-coverage", "no"]
 
 
 def create_argv(redis_cli: str, host: str, ports: Sequence[int], replicas: int = 0) -> list[str]:
     """The command that joins empty nodes into one cluster, the slots split evenly between
-    the masters (it fails on a node that already holds slots or knows other nodes). With
-    ``replicas`` per master, ``len(ports) / (1 + replicas)`` nodes become masters and the
-    others their replicas: a master that fails is replaced by its replica, elected by the
-    other masters once it was silent ``NODE_TIMEOUT_MS``."""
+    ``len(ports) / (1 + replicas)`` masters, the other nodes their replicas (redis-cli picks
+    which; ``own_role`` tells). A master that fails is replaced by its replica, elected by the
+    other masters once it was silent for the node timeout. It fails on a node that already
+    holds slots or knows other nodes."""
     return [redis_cli, "--cluster", "create", *(f"{host}:{port}" for port in ports),
             "--cluster-replicas", str(replicas), "--cluster-yes"]
 
@@ -69,3 +78,29 @@ def own_slots(cluster_nodes: str) -> str:
         if len(fields) >= 8 and "myself" in fields[2].split(","):
             return " ".join(f for f in fields[8:] if not f.startswith("["))  # [...]: migrating
     return ""
+
+
+def _nodes(cluster_nodes: str) -> list[list[str]]:
+    return [fields for line in cluster_nodes.splitlines() if len(fields := line.split()) >= 8]
+
+
+def own_role(cluster_nodes: str) -> str | None:
+    """"master" or "replica": the role of the node that answered ``CLUSTER NODES``."""
+    for fields in _nodes(cluster_nodes):
+        flags = fields[2].split(",")
+        if "myself" in flags:
+            return "master" if "master" in flags else "replica" if "slave" in flags else None
+    return None
+
+
+def replicated(cluster_nodes: str, replicas: int = REPLICAS) -> bool:
+    """Whether, in a ``CLUSTER NODES`` reply, every master serving slots has ``replicas``
+    replicas attached (neither failing nor disconnected): a master lost now fails over."""
+    nodes = _nodes(cluster_nodes)
+    attached: dict[str, int] = {}
+    for fields in nodes:
+        flags = fields[2].split(",")
+        if "slave" in flags and not {"fail", "fail?"} & set(flags) and fields[7] == "connected":
+            attached[fields[3]] = attached.get(fields[3], 0) + 1
+    masters = [fields[0] for fields in nodes if "master" in fields[2].split(",") and len(fields) > 8]
+    return bool(masters) and all(attached.get(master, 0) >= replicas for master in masters)
