@@ -65,10 +65,13 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
     def patroni_probe_of(host: str, port: int, proc: dict[str, Any]) -> Callable[[], Any]:
         return _ha.patroni_probe_of(host, int(proc.get("api_port") or 0))
 
-    probes = {"redis": redis_probe_of, "redis-node": redis_cluster_probe_of, "postgres": postgres_probe_of}
+    probes = {"redis": redis_probe_of, "postgres": postgres_probe_of}
+    redis_nodes = sum(proc["kind"] == "redis-node" for proc in state.get("processes", []))
     async with trio.open_nursery() as nursery:
         for proc in state.get("processes", []):
-            if proc["kind"] == "patroni":
+            if proc["kind"] == "redis-node":
+                probe = redis_cluster_probe_of(proc["host"], proc["port"], redis_nodes)
+            elif proc["kind"] == "patroni":
                 probe = patroni_probe_of(proc["host"], proc["port"], proc)
             elif proc["kind"] == "etcd":
                 probe = _ha.etcd_probe_of(proc["host"], proc["port"])
@@ -270,8 +273,11 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                          "with NURSERY_REDIS_URL set: it names a cluster node (also "
                          "NURSERY_REDIS_CLUSTER=true)")
     up.add_argument("--ha", action="store_true", default=None,
-                    help="PostgreSQL with automatic failover: etcd and 3 nodes under Patroni "
-                         "(a synchronous standby; needs the etcd-server and patroni packages)")
+                    help="no single point of failure in the data tier: PostgreSQL with "
+                         "automatic failover (etcd and 3 nodes under Patroni, a synchronous "
+                         "standby; needs the etcd-server and patroni packages) and, unless "
+                         "NURSERY_REDIS_URL is set, a Redis Cluster of 3 masters each with a "
+                         "replica (needs redis-cli)")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -333,7 +339,7 @@ def _check_config(config: ClusterConfig) -> None:
     programs = {config.caddy: "caddy"}
     if not config.redis_url:
         programs[config.redis_server] = "redis-server"
-        if config.redis_cluster:
+        if config.uses_redis_cluster:
             programs[config.redis_cli] = "redis-tools"
     if config.ha and not config.database_url:
         programs[config.etcd] = "etcd-server"

@@ -109,25 +109,35 @@ async def redis_probe(host: str, port: int) -> str | None:
     return "PONG" if reply.startswith(b"+PONG") else None
 
 
-def redis_cluster_probe_of(host: str, port: int) -> Callable[[], Any]:
-    return lambda: redis_cluster_probe(host, port)
+def redis_cluster_probe_of(host: str, port: int, nodes: int = redis_cluster.NODES) -> Callable[[], Any]:
+    return lambda: redis_cluster_probe(host, port, nodes)
 
 
-async def redis_cluster_probe(host: str, port: int) -> str | None:
+async def redis_cluster_probe(host: str, port: int, nodes_expected: int = redis_cluster.NODES) -> str | None:
     """"cluster ok, slots 0-5460" when the node reports the whole cluster healthy (state ok,
     every slot served, every node known: ``redis_cluster.ready``), with the slots it serves;
-    a node that answers PING but is not (yet) part of a healthy cluster is not ready."""
+    a node that answers PING but is not (yet) part of a healthy cluster is not ready. In a
+    cluster with replicas (``--ha``) its role too: "cluster ok, master, 1 replica, slots
+    0-5460", "cluster ok, replica, in sync"; a replica not in sync with its master is not
+    ready (so startup waits until every master has its replica attached)."""
     address = f"[{host}]" if ":" in host else host
     try:
         async with resp.Connection.open(f"redis://{address}:{port}", timeout=PROBE_TIMEOUT) as connection:
-            info, nodes = await connection.pipeline([("CLUSTER", "INFO"), ("CLUSTER", "NODES")])
+            info, nodes, role = await connection.pipeline(
+                [("CLUSTER", "INFO"), ("CLUSTER", "NODES"), ("ROLE",)])
     except (resp.RedisError, OSError, trio.TooSlowError):
         return None
-    if not isinstance(info, bytes) or not isinstance(nodes, bytes):
+    if not isinstance(info, bytes) or not isinstance(nodes, bytes) or not isinstance(role, list):
         return None  # refused: not a cluster node
-    if not redis_cluster.ready(redis_cluster.parse_info(info.decode())):
+    if not redis_cluster.ready(redis_cluster.parse_info(info.decode()), nodes_expected):
         return None
-    return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
+    if nodes_expected == redis_cluster.NODES:  # no replicas
+        return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
+    described = redis_cluster.describe_role(role)
+    if described is None:
+        return None
+    slots = redis_cluster.own_slots(nodes.decode())
+    return f"cluster ok, {described}" + (f", slots {slots}" if slots else "")
 
 
 def postgres_probe_of(host: str, port: int) -> Callable[[], Any]:

@@ -17,7 +17,9 @@ of ``redis_cluster.NODES`` masters instead (children ``redis-1``.., files in
 each answers PING, ready once each reports the whole cluster healthy. A new cluster on every
 ``up`` (new ports); a node that dies is restarted on its ports with its nodes.conf and rejoins
 with its slots (its data is gone: nothing is persisted). The instances get the first node's
-URL and ``NURSERY_REDIS_CLUSTER=true``.
+URL and ``NURSERY_REDIS_CLUSTER=true``. With ``--ha`` (and no Redis URL) the cluster has a
+replica per master (``_redis_ha``: six nodes, roles watched into the state file); a crashed
+node is restarted only once its replica had time to take over (``Child.restart_delay``).
 
 PostgreSQL runs in the foreground as a child like the others (``postgres -D DIR/pg``, as the
 ``postgres`` user when we are root), so a crash is seen and restarted the same way; it starts
@@ -45,7 +47,7 @@ from typing import Any
 
 import trio
 
-from nursery.cluster import _ha
+from nursery.cluster import _ha, _redis_ha
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._child import POLL, Child
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
@@ -111,7 +113,7 @@ class Supervisor:
                 stop_signal=signal.SIGINT))
         if config.ha and not config.database_url:
             self._plan_ha(base_env)
-        if not config.redis_url and config.redis_cluster:
+        if not config.redis_url and config.uses_redis_cluster:
             self._plan_redis_cluster(base_env)
         elif not config.redis_url:
             port = free_port(config.host)
@@ -130,7 +132,7 @@ class Supervisor:
             env = {**base_env,
                    "NURSERY_DATABASE_URL": self.database_url,
                    "NURSERY_REDIS_URL": self.redis_url,
-                   "NURSERY_REDIS_CLUSTER": "true" if config.redis_cluster else "false",
+                   "NURSERY_REDIS_CLUSTER": "true" if config.uses_redis_cluster else "false",
                    "NURSERY_SECRET_KEY": secret_key,
                    "NURSERY_INSTANCE_NAME": name,
                    "NURSERY_DRAIN_DELAY": f"{config.effective_drain_delay:g}",
@@ -186,22 +188,32 @@ class Supervisor:
         # earlier run would name peers on the old ones.
         shutil.rmtree(root, ignore_errors=True)
         taken = {*config.instance_ports, config.proxy_port}
+        nodes = redis_cluster.NODES * (1 + config.redis_replicas)
         ports: list[int] = []
-        while len(ports) < 2 * redis_cluster.NODES:  # a client and a bus port per node
+        while len(ports) < 2 * nodes:  # a client and a bus port per node
             if (port := free_port(config.host)) not in taken:
                 taken.add(port)
                 ports.append(port)
-        for i in range(redis_cluster.NODES):
+        timeout_ms = (redis_cluster.HA_NODE_TIMEOUT_MS if config.redis_replicas
+                      else redis_cluster.NODE_TIMEOUT_MS)
+        for i in range(nodes):
             port, bus_port = ports[2 * i], ports[2 * i + 1]
             node_dir = root / f"node-{i + 1}"
             node_dir.mkdir(parents=True)
-            self.children.append(Child(
+            child = Child(
                 f"redis-{i + 1}", "redis-node",
                 [config.redis_server, "--port", str(port), "--bind", config.host, "--save", "",
                  "--appendonly", "no", "--dir", str(node_dir), "--daemonize", "no",
-                 *redis_cluster.node_args(bus_port=bus_port, directory=node_dir)],
+                 *redis_cluster.node_args(bus_port=bus_port, directory=node_dir,
+                                          node_timeout_ms=timeout_ms)],
                 base_env, config.host, port, logs / f"redis-{i + 1}.log",
-                redis_cluster_probe_of(config.host, port)))
+                redis_cluster_probe_of(config.host, port, nodes))
+            if config.redis_replicas:
+                # Back before its replica took over, a crashed master (no persistence) would
+                # serve its slots again empty; later, it rejoins as that replica's replica.
+                child.restart_delay = redis_cluster.failover_time(timeout_ms)
+                child.info = {"role": None}
+            self.children.append(child)
         self.redis_url = f"redis://{config.host}:{ports[0]}/0"  # a seed: clients find the rest
 
     # -- state file -----------------------------------------------------------------------
@@ -214,7 +226,7 @@ class Supervisor:
             "caddy_admin": self.caddy_admin,
             "database": {**self.database_info, "url": redact(self.database_url)},
             "redis_url": self.redis_url,
-            "redis_cluster": self.config.redis_cluster,
+            "redis_cluster": self.config.uses_redis_cluster,
             "health_interval": self.config.health_interval,
             "drain_delay": self.config.effective_drain_delay,
             "shutdown_timeout": self.config.shutdown_timeout,
@@ -265,7 +277,7 @@ class Supervisor:
                     continue
                 if uptime >= STABLE_AFTER:
                     failures = 0
-                delay = min(MAX_BACKOFF, INITIAL_BACKOFF * 2**failures)
+                delay = max(child.restart_delay, min(MAX_BACKOFF, INITIAL_BACKOFF * 2**failures))
                 failures += 1
                 child.crashes += 1
                 log.warning("%s exited unexpectedly with %s; restarting in %.1f s (see %s)",
@@ -353,7 +365,8 @@ class Supervisor:
                     raise ClusterError(f"{child.name} did not answer PING within {timeout:.0f} s; "
                                        f"{child.log_path} ends:\n{log_tail(child.log_path)}")
                 await trio.sleep(POLL)
-        argv = redis_cluster.create_argv(self.config.redis_cli, self.config.host, [c.port for c in nodes])
+        argv = redis_cluster.create_argv(self.config.redis_cli, self.config.host, [c.port for c in nodes],
+                                         self.config.redis_replicas)
         log.info("forming the Redis Cluster: %s", " ".join(argv))
         output_path = self.directory / LOG_DIR / "redis-cluster-create.log"
         with trio.move_on_after(max(1.0, deadline - trio.current_time())) as waited:
@@ -383,6 +396,8 @@ class Supervisor:
                 leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
                 log.info("PostgreSQL leader: %s", leader)
                 nursery.start_soon(_ha.watch_roles, patroni, self.ha_nodes, self.write_state)
+            if stage is redis_nodes and self.config.redis_replicas:
+                nursery.start_soon(_redis_ha.watch_roles, redis_nodes, self.write_state)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
 

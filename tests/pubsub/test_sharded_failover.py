@@ -12,23 +12,23 @@ refilled) are printed; the bound checked is the one the issue sets: live deliver
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import trio
 
 from nursery.pubsub import EVERYONE, Message, Resubscribed
+from nursery.pubsub.ratelimit import Rate
 from nursery.pubsub.redis import channel
 from nursery.pubsub.redis_limits import KEY, RedisRateLimiter
-from nursery.pubsub.ratelimit import Rate
 from nursery.pubsub.resp import Client
 from nursery.pubsub.resp_cluster import key_slot
 from nursery.service.limits import write_key
 from tests.cluster.support import RoamingDevice, Writer, report
-from tests.harness import register, start_instance
+from tests.harness import User, register, start_instance
 from tests.live import server_state
-from tests.pubsub.test_sharded_broker import Inbox, brokers, shard_channels, subscribe
+from tests.pubsub.test_sharded_broker import brokers, shard_channels, subscribe
 
 if TYPE_CHECKING:
     from tests.servers import RedisCluster
@@ -117,12 +117,13 @@ async def test_devices_miss_nothing_while_their_users_master_fails_over(
     """Two instances; a writer per user writes through one while each user has two devices
     on the other; the master of one user's slot is killed mid-stream and started again."""
     cluster = redis_ha_cluster
-    settings = {"redis_url": cluster.url, "redis_cluster": True, "broker_timeout": TIMEOUT}
+    settings: dict[str, Any] = {"redis_url": cluster.url, "redis_cluster": True, "broker_timeout": TIMEOUT}
     with trio.fail_after(45):
         async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
             a = await start_instance(nursery, database_url, **settings)
             b = await start_instance(nursery, database_url, **settings)
-            users, owners = [], set()
+            users: list[User] = []
+            owners: set[int | None] = set()
             while len(users) < 2:  # two users whose slots two different masters serve
                 user = await register(client, a.url)
                 owner = cluster.owner(key_slot(channel(user.user_id)))
