@@ -58,7 +58,7 @@ from typing import Any, Protocol
 import trio
 
 from nursery.pubsub import resp
-from nursery.pubsub.resp_slots import Topology, command_slot, key_slot, node_name
+from nursery.pubsub.resp_slots import Topology, command_slot, key_slot, node_name, seed_urls
 
 __all__ = ["ClusterClient", "Commands", "ShardUnavailable", "Topology", "key_slot",
            "open_redis_client", "run_scripts"]
@@ -128,7 +128,7 @@ class ClusterClient:
     Cancelling a call cancels every part of it: commands already written may have run."""
 
     def __init__(self, seed_url: str, timeout: float, nursery: trio.Nursery) -> None:
-        self.topology = Topology([seed_url], timeout=timeout)
+        self.topology = Topology(seed_urls(seed_url), timeout=timeout)
         self._timeout = timeout
         self._nursery = nursery
         self._clients: dict[str, resp.Client] = {}
@@ -141,7 +141,8 @@ class ClusterClient:
     @asynccontextmanager
     async def open(cls, seed_url: str, *, timeout: float) -> AsyncIterator[ClusterClient]:
         """Nothing is contacted before the first command (which learns the topology from
-        ``seed_url``); every connection closes on exit."""
+        ``seed_url``: one node, or several separated by commas); every connection closes on
+        exit."""
         async with trio.open_nursery() as nursery:
             try:
                 yield cls(seed_url, timeout, nursery)
