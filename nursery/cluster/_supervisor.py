@@ -214,7 +214,10 @@ class Supervisor:
                 child.restart_delay = redis_cluster.failover_time(timeout_ms)
                 child.info = {"role": None}
             self.children.append(child)
-        self.redis_url = f"redis://{config.host}:{ports[0]}/0"  # a seed: clients find the rest
+        urls = [f"redis://{config.host}:{port}/0" for port in ports[::2]]
+        # A seed: clients find the rest. With replicas, every node: an instance starting
+        # while one is down (being replaced) still finds the cluster.
+        self.redis_url = ",".join(urls) if config.redis_replicas else urls[0]
 
     # -- state file -----------------------------------------------------------------------
 

@@ -67,7 +67,10 @@ async def test_up_ha_runs_redis_with_a_replica_per_master_that_takes_over(
         for name, role in roles(info).items():
             assert role in next(line for line in table.splitlines() if line.startswith(f"{name} "))
         pid = next(p["pid"] for p in info["processes"] if p["name"] == "instance-1")
-        assert environment(pid)["NURSERY_REDIS_CLUSTER"] == "true"
+        env = environment(pid)
+        assert env["NURSERY_REDIS_CLUSTER"] == "true"
+        assert env["NURSERY_REDIS_URL"] == info["redis_url"] == ",".join(  # every node: seeds
+            f"redis://127.0.0.1:{p['port']}/0" for p in info["processes"] if p["kind"] == "redis-node")
 
         base_url = f"http://127.0.0.1:{proxy}"
         async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as nursery:

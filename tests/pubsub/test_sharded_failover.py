@@ -29,6 +29,7 @@ from tests.cluster.support import RoamingDevice, Writer, report
 from tests.harness import User, register, start_instance
 from tests.live import server_state
 from tests.pubsub.test_sharded_broker import brokers, shard_channels, subscribe
+from tests.servers import free_port
 
 if TYPE_CHECKING:
     from tests.servers import RedisCluster
@@ -192,3 +193,22 @@ async def publish_failures(client: httpx.AsyncClient, base: str) -> int:
         if line.startswith("nursery_broker_publish_failures"):
             return int(float(line.split()[-1]))
     raise AssertionError(f"no nursery_broker_publish_failures in {json.dumps(r.text[:200])}")
+
+
+async def test_a_client_finds_the_cluster_through_any_seed_that_answers(
+    redis_cluster_url: str, redis_cluster: RedisCluster
+) -> None:
+    """NURSERY_REDIS_URL may name several nodes: a process starting while the first one is
+    down (being replaced) learns the slot map from the next."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    seeds = ",".join([dead, redis_cluster_url])
+    user = "seeded"
+    with trio.fail_after(10):
+        async with brokers(seeds, 2) as [a, b], trio.open_nursery() as nursery, \
+                RedisRateLimiter.open(seeds, TIMEOUT, cluster=True) as limiter:
+            await nursery.start(a.subscribe, lambda delivery: None)
+            inbox = await subscribe(nursery, b, [user])
+            await a.publish_many([(user, b"hello")])
+            assert await inbox.next() == Message(user, b"hello")
+            assert (await limiter.hit(write_key(user), Rate(10, 1.0))).allowed
+            nursery.cancel_scope.cancel()
