@@ -399,7 +399,7 @@ class Supervisor:
                 leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
                 log.info("PostgreSQL leader: %s", leader)
                 nursery.start_soon(_ha.watch_roles, patroni, self.ha_nodes, self.write_state)
-            if stage is redis_nodes and self.config.redis_replicas:
+            if stage is redis_nodes and redis_nodes and self.config.redis_replicas:
                 nursery.start_soon(_redis_ha.watch_roles, redis_nodes, self.write_state)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)

@@ -17,7 +17,8 @@ import httpx
 import pytest
 import trio
 
-from nursery.cluster import live_pids, read_state
+from nursery.cluster import ClusterConfig, Supervisor, live_pids, read_state
+from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.pubsub.redis import channel
 from nursery.pubsub.resp_cluster import key_slot
 from tests.cluster.support import RoamingDevice, Writer, free_port_block, report, require_caddy
@@ -118,3 +119,49 @@ async def test_up_ha_runs_redis_with_a_replica_per_master_that_takes_over(
         assert live_pids(read_state(directory) or {}) == []
     finally:
         kill_everything(directory)
+
+
+NODES_SEEN_BY_A_PROMOTED_REPLICA = """\
+4ad6f3d7 127.0.0.1:31403@25258 myself,master - 0 1796678327000 7 connected 0-5460
+94ac9643 127.0.0.1:31744@21659 slave ffc74571 0 1796678327253 2 connected
+c0b30081 127.0.0.1:30124@25071 slave 91563df5 0 1796678327052 3 connected
+8bf80de3 127.0.0.1:30298@24813 slave,fail 4ad6f3d7 1796678320000 1796678327052 7 disconnected
+91563df5 127.0.0.1:31522@28436 master - 0 1796678327253 3 connected 10923-16383
+ffc74571 127.0.0.1:29820@22210 master - 0 1796678327052 2 connected 5461-10922
+"""
+
+
+def test_roles_and_replication_as_cluster_nodes_tells_them() -> None:
+    """What ``status`` and the fixtures read: the answering node's role, and whether every
+    master serving slots has a live replica (not here: the promoted one's is failing)."""
+    assert redis_cluster.own_role(NODES_SEEN_BY_A_PROMOTED_REPLICA) == "master"
+    as_replica = NODES_SEEN_BY_A_PROMOTED_REPLICA.replace("myself,master", "master").replace(
+        "slave ffc74571", "myself,slave ffc74571")
+    assert redis_cluster.own_role(as_replica) == "replica"
+    assert not redis_cluster.replicated(NODES_SEEN_BY_A_PROMOTED_REPLICA)
+    healed = NODES_SEEN_BY_A_PROMOTED_REPLICA.replace("slave,fail", "slave").replace(
+        "disconnected", "connected")
+    assert redis_cluster.replicated(healed)
+    assert redis_cluster.describe_role([b"master", 10, [[b"127.0.0.1", b"7001", b"10"]]]) == \
+        "master, 1 replica"
+    assert redis_cluster.describe_role([b"slave", b"127.0.0.1", 7000, b"connected", 10]) == \
+        "replica, in sync"
+    assert redis_cluster.describe_role([b"slave", b"127.0.0.1", 7000, b"sync", -1]) is None
+
+
+def test_ha_with_an_external_database_plans_six_redis_nodes_and_names_them_all(tmp_path: Path) -> None:
+    config = ClusterConfig.from_env({"NURSERY_DATABASE_URL": "postgresql://db/nursery"},
+                                    directory=tmp_path, instances=2, ha=True)
+    supervisor = Supervisor(config, tmp_path, "postgresql://db/nursery", {"external": True})
+    supervisor.plan("secret")
+    nodes = [c for c in supervisor.children if c.kind == "redis-node"]
+    assert [c.kind for c in supervisor.children if c.kind not in ("redis-node",)] == \
+        ["instance", "instance", "caddy"]  # the database is given: no Patroni
+    assert len(nodes) == 6 and all(c.restart_delay >= 3.0 and "role" in c.info for c in nodes)
+    assert all("--cluster-node-timeout" in c.argv and
+               c.argv[c.argv.index("--cluster-node-timeout") + 1] == str(redis_cluster.HA_NODE_TIMEOUT_MS)
+               for c in nodes)
+    for instance in supervisor.instances:
+        assert instance.env["NURSERY_REDIS_CLUSTER"] == "true"
+        assert instance.env["NURSERY_REDIS_URL"].split(",") == [
+            f"redis://127.0.0.1:{c.port}/0" for c in nodes]
