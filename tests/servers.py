@@ -332,7 +332,7 @@ class RedisCluster:
     def owner(self, slot: int) -> int | None:
         """The index of the node serving ``slot`` if every running node says so, else None."""
         ids = [self.node_id(i) for i in range(len(self.nodes))]
-        seen = {_slot_owner(node.text("CLUSTER", "NODES"), slot)
+        seen = {slot_owner(node.text("CLUSTER", "NODES"), slot)
                 for node in self.nodes if node.running}
         if len(seen) != 1:
             return None
@@ -424,7 +424,7 @@ class RedisCluster:
             raise ServerFailed(f"redis-cli --cluster create failed:\n{result.stdout}{result.stderr}")
 
 
-def _slot_owner(cluster_nodes: str, slot: int) -> str | None:
+def slot_owner(cluster_nodes: str, slot: int) -> str | None:
     """The id of the node serving ``slot`` in a ``CLUSTER NODES`` reply."""
     for line in cluster_nodes.splitlines():
         fields = line.split()

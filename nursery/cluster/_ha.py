@@ -134,14 +134,35 @@ async def until_primary(children: list[Child], nodes: list[_patroni.Node], timeo
     return leader.name
 
 
+async def until_replicas_linked(redis_nodes: list[Child], timeout: float) -> None:
+    """Until every Redis replica streams from its master: one that never did cannot take
+    over (Redis cannot tell its data's age). Raises ``ClusterError`` after ``timeout``."""
+    deadline = trio.current_time() + timeout
+    wanted = len(redis_nodes) // 2
+    while True:
+        roles = [await redis_role(c.host, c.port) for c in redis_nodes]
+        if roles.count("replica") == wanted:
+            return
+        if trio.current_time() > deadline:
+            raise ClusterError(f"the Redis replicas were not linked to their masters within "
+                               f"{timeout:.0f} s: {roles}")
+        await trio.sleep(0.1)
+
+
 async def watch_roles(children: list[Child], nodes: list[_patroni.Node],
                       changed: Callable[[], None]) -> None:
-    """Keep each node's role and lag in ``child.info``; ``changed()`` when they change.
-    Runs until cancelled."""
+    """Keep each PostgreSQL node's role and lag, and each Redis Cluster node's role, in
+    ``child.info``; ``changed()`` when they change. Runs until cancelled."""
     by_name = {c.name: c for c in children if c.kind == "patroni"}
+    redis_nodes = [c for c in children if c.kind == "redis-node"]
     while True:
         members = {m.name: m for m in await _members(nodes)}
         dirty = False
+        for child in redis_nodes:
+            role = await redis_role(child.host, child.port)
+            if child.info.get("role") != role:
+                child.info["role"] = role
+                dirty = True
         for name, child in by_name.items():
             member = members.get(name)
             role = member.role if member is not None and member.state in ("running", "streaming") else None
@@ -152,6 +173,29 @@ async def watch_roles(children: list[Child], nodes: list[_patroni.Node],
         if dirty:
             changed()
         await trio.sleep(ROLE_POLL)
+
+
+async def redis_role(host: str, port: int) -> str | None:
+    """"master", "replica" (streaming from its master) or "replica, link down", by the
+    node's ``ROLE``; None when it does not answer."""
+    try:
+        with trio.fail_after(1.0):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(b"ROLE\r\n")
+                reply = b""
+                while reply.count(b"\r\n") < 9 and b"master" not in reply:
+                    chunk = await stream.receive_some(512)
+                    if not chunk:
+                        break
+                    reply += chunk
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+        return None
+    if b"\r\nmaster\r\n" in reply:
+        return "master"
+    if b"\r\nslave\r\n" in reply:
+        return "replica" if b"\r\nconnected\r\n" in reply else "replica, link down"
+    return None
 
 
 async def _members(nodes: list[_patroni.Node]) -> list[_patroni.Member]:

@@ -109,14 +109,14 @@ async def redis_probe(host: str, port: int) -> str | None:
     return "PONG" if reply.startswith(b"+PONG") else None
 
 
-def redis_cluster_probe_of(host: str, port: int, nodes: int = redis_cluster.NODES) -> Callable[[], Any]:
-    return lambda: redis_cluster_probe(host, port, nodes)
+def redis_cluster_probe_of(host: str, port: int, size: int = redis_cluster.NODES) -> Callable[[], Any]:
+    return lambda: redis_cluster_probe(host, port, size)
 
 
-async def redis_cluster_probe(host: str, port: int, nodes_expected: int = redis_cluster.NODES) -> str | None:
+async def redis_cluster_probe(host: str, port: int, size: int = redis_cluster.NODES) -> str | None:
     """"cluster ok, slots 0-5460" when the node reports the whole cluster healthy (state ok,
-    every slot served, every node known: ``redis_cluster.ready``), with the slots it serves;
-    a node that answers PING but is not (yet) part of a healthy cluster is not ready. In a
+    every slot served, all ``size`` nodes known: ``redis_cluster.ready``), with the slots it
+    serves; a node that answers PING but is not (yet) part of a healthy cluster is not ready. In a
     cluster with replicas (``--ha``) its role too: "cluster ok, master, 1 replica, slots
     0-5460", "cluster ok, replica, in sync"; a replica not in sync with its master is not
     ready (so startup waits until every master has its replica attached)."""
@@ -129,9 +129,9 @@ async def redis_cluster_probe(host: str, port: int, nodes_expected: int = redis_
         return None
     if not isinstance(info, bytes) or not isinstance(nodes, bytes) or not isinstance(role, list):
         return None  # refused: not a cluster node
-    if not redis_cluster.ready(redis_cluster.parse_info(info.decode()), nodes_expected):
+    if not redis_cluster.ready(redis_cluster.parse_info(info.decode()), size):
         return None
-    if nodes_expected == redis_cluster.NODES:  # no replicas
+    if size == redis_cluster.NODES:  # no replicas
         return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
     described = redis_cluster.describe_role(role)
     if described is None:

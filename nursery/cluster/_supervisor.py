@@ -18,7 +18,7 @@ each answers PING, ready once each reports the whole cluster healthy. A new clus
 ``up`` (new ports); a node that dies is restarted on its ports with its nodes.conf and rejoins
 with its slots (its data is gone: nothing is persisted). The instances get the first node's
 URL and ``NURSERY_REDIS_CLUSTER=true``. With ``--ha`` (and no Redis URL) the cluster has a
-replica per master (``_redis_ha``: six nodes, roles watched into the state file); a crashed
+replica per master (six nodes; ``_ha.watch_roles`` keeps their roles in the state file); a crashed
 node is restarted only once its replica had time to take over (``Child.restart_delay``).
 
 PostgreSQL runs in the foreground as a child like the others (``postgres -D DIR/pg``, as the
@@ -47,7 +47,7 @@ from typing import Any
 
 import trio
 
-from nursery.cluster import _ha, _redis_ha
+from nursery.cluster import _ha
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._child import POLL, Child
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
@@ -398,11 +398,12 @@ class Supervisor:
             if stage is patroni and patroni:
                 leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
                 log.info("PostgreSQL leader: %s", leader)
-                nursery.start_soon(_ha.watch_roles, patroni, self.ha_nodes, self.write_state)
             if stage is redis_nodes and redis_nodes and self.config.redis_replicas:
-                nursery.start_soon(_redis_ha.watch_roles, redis_nodes, self.write_state)
+                await _ha.until_replicas_linked(redis_nodes, self.config.ready_timeout)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
+        if patroni or (redis_nodes and self.config.redis_replicas):
+            nursery.start_soon(_ha.watch_roles, patroni + redis_nodes, self.ha_nodes, self.write_state)
 
     async def stop_all(self) -> None:
         self.state = "stopping"

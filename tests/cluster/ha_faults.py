@@ -8,6 +8,7 @@ each runs under the load of ``tests.cluster.faults.run_case`` and returns
 | ``node_lost`` | the primary's PostgreSQL SIGKILLed and its Patroni SIGSTOPped (a dead machine: nothing of it answers, and the supervisor, seeing Patroni alive, does not restart it); once another node is the primary, Patroni is SIGKILLed and the supervisor starts it again | another node is the running primary |
 | ``node_hung`` | the primary's Patroni and every PostgreSQL process of it SIGSTOPped ``HUNG`` s, then SIGCONT | another node is the running primary, and the old one is a replica again |
 | ``switchover`` | ``nursery cluster switchover`` | the command returns |
+| ``redis_master_lost`` | the Redis master serving the load's user SIGSTOPped (a dead machine the supervisor does not restart: killed, it would be back on its ports before its replica took over); once its replica serves the slot, SIGKILLed (the supervisor restarts it: it rejoins as a replica) | another node serves the user's slot |
 
 While a fault runs, the nodes' roles are polled: ``primaries_seen`` is the largest number of
 nodes that called themselves the running primary at once (must stay 1).
@@ -26,9 +27,12 @@ from typing import Any
 import trio
 
 from nursery.cluster import _patroni
+from nursery.pubsub.redis import channel
+from nursery.pubsub.resp_cluster import key_slot
 from tests.cluster.load import Load
 from tests.cluster.support import RunningCluster
 from tests.ha_servers import kill_tree
+from tests.servers import RedisServer, slot_owner
 
 HUNG = 30.0  # seconds the primary's node stays stopped (the issue's figure)
 BACK_TIMEOUT = 120.0
@@ -159,8 +163,45 @@ async def switchover(deployment: HADeployment, load: Load) -> tuple[float, float
     return start, back
 
 
+def _redis_owner(deployment: HADeployment, slot: int) -> dict[str, Any] | None:
+    """The running Redis Cluster node that serves ``slot``, as every answering node says."""
+    nodes = [p for p in deployment.cluster.state()["processes"] if p["kind"] == "redis-node"]
+    owners = set()
+    ids: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        server = RedisServer(Path("/nonexistent"), port=node["port"])
+        try:
+            owners.add(slot_owner(server.text("CLUSTER", "NODES", timeout=0.5), slot))
+            ids[server.text("CLUSTER", "MYID", timeout=0.5)] = node
+        except OSError:
+            continue
+    if len(owners) != 1:
+        return None
+    (owner,) = owners
+    return ids.get(owner or "")
+
+
+async def redis_master_lost(deployment: HADeployment, load: Load) -> tuple[float, float]:
+    slot = key_slot(channel(load.user.user_id))
+    master = await trio.to_thread.run_sync(_redis_owner, deployment, slot)
+    assert master is not None, "no Redis master for the user's slot"
+    start = trio.current_time()
+    os.kill(master["pid"], signal.SIGSTOP)
+
+    def promoted() -> bool:
+        owner = _redis_owner(deployment, slot)
+        return owner is not None and owner["name"] != master["name"]
+
+    await _until(promoted, "the replica promoted")
+    back = trio.current_time()
+    os.kill(master["pid"], signal.SIGKILL)
+    return start, back
+
+
 HA_FAULTS = {
     "pg-switchover": ("planned PostgreSQL switchover", switchover),
     "pg-node-lost": ("the primary's node lost (PostgreSQL SIGKILL, Patroni stopped)", node_lost),
     "pg-node-hung": (f"the primary's node hung {HUNG:g} s (SIGSTOP, then SIGCONT)", node_hung),
+    "redis-master-lost": ("the Redis master of the user's slot lost (its replica present)",
+                          redis_master_lost),
 }

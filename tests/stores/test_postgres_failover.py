@@ -15,6 +15,7 @@ One cluster for the module; each test leaves it with a leader and a sync standby
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -207,14 +208,12 @@ async def test_a_hung_primary_never_takes_a_write_after_the_promotion(
 
 
 async def _offer_writes_until_standby(url: str) -> int:
-    import asyncio
-
     accepted = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             conn = await asyncpg.connect(url, timeout=1)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             await asyncio.sleep(0.1)
             continue
         try:
@@ -223,7 +222,7 @@ async def _offer_writes_until_standby(url: str) -> int:
             await conn.execute("CREATE TABLE IF NOT EXISTS split_brain_probe (n int)", timeout=1)
             await conn.execute("INSERT INTO split_brain_probe VALUES (1)", timeout=1)
             accepted += 1
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await asyncio.sleep(0.1)
         finally:
             conn.terminate()

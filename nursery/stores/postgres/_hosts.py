@@ -54,9 +54,9 @@ async def _first_accepted(urls: list[str], kwargs: dict[str, Any]) -> asyncpg.Co
             winners = [t for t in done if t.exception() is None]
             errors.extend(e for t in done if (e := t.exception()) is not None)
             if winners:
-                for extra in winners[1:]:  # two primaries answered at once: keep one
+                for extra in winners[1:]:  # both answered in one step: keep one
                     extra.result().terminate()
-                return winners[0].result()  # type: ignore[no-any-return]
+                return winners[0].result()
     finally:
         for task in pending:  # not awaited: a hung host must not hold up the winner
             task.cancel()
