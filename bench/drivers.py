@@ -19,7 +19,7 @@ Redis candidates, on PUBLISH (one; 16 in one pipeline) and on receiving publishe
 
     trio-asyncio   redis-py through trio-asyncio (today)
     coredis        coredis 6.9 on anyio (Trio-native)
-    resp           nursery.pubsub.resp: a small RESP client on Trio, replies parsed by hiredis
+    resp           nursery.redis.resp: a small RESP client on Trio, replies parsed by hiredis
 
     .venv/bin/python bench/drivers.py [--seconds 3] [--rounds 3] [--only pg|redis] > drivers.json
 """
@@ -263,7 +263,7 @@ async def redis_coredis(url: str, seconds: float) -> dict[str, Any]:
 
 
 async def redis_resp(url: str, seconds: float) -> dict[str, Any]:
-    from nursery.pubsub.resp import Connection, Subscriber
+    from nursery.redis.resp import Connection, Subscriber
 
     async with Connection.open(url, timeout=3) as client:
 

@@ -170,7 +170,7 @@ async def run(deployment: Deployment | HADeployment, args: argparse.Namespace) -
             deployment.primaries_seen = 0
         figures = await run_case(deployment, inject, devices=args.devices,  # type: ignore[arg-type]
                                  writers=args.writers, interval=args.interval)
-        if isinstance(deployment, HADeployment):
+        if isinstance(deployment, HADeployment) and case.startswith("pg-"):
             figures["primaries_seen"] = deployment.primaries_seen
             figures["clean"] = figures["clean"] and deployment.primaries_seen == 1
         rows.append({"case": case, "fault": title, **figures})
@@ -234,6 +234,7 @@ def main() -> int:
 
 def _main_ha(args: argparse.Namespace) -> int:
     scratch = scratch_dir("nursery-faults-ha-")
+    scratch.chmod(0o755)  # as root, PostgreSQL (under Patroni) runs as the postgres user
     cluster: RunningCluster | None = None
     try:
         cluster = start_cluster(scratch / "cluster", extra_args=("--ha",))

@@ -22,7 +22,7 @@ import httpx
 import trio
 
 from nursery.cluster import _redis_cluster as cluster_nodes
-from nursery.pubsub.resp import Client
+from nursery.redis.resp import Client
 from nursery.stores.embedded import PrivatePostgres, free_port
 
 
@@ -105,7 +105,7 @@ async def _wait_ready(url: str, timeout: float = 60) -> None:
                 await trio.sleep(0.1)
 
 
-SECRET = "bench"
+SECRET = "bench-secret-of-32-characters-at-least"
 
 
 @dataclass
@@ -123,6 +123,7 @@ async def local_cluster(instances: int = 3, *, log_dir: Path | None = None, redi
     one Redis. ``server_source``: run the instances from that checkout (``PYTHONPATH``), say
     an older commit's, to compare; the bench scripts stay this checkout's."""
     directory = Path(tempfile.mkdtemp(prefix="nursery-bench-"))
+    directory.chmod(0o755)  # ours: as root, PostgreSQL (user postgres) must reach its data dir
     postgres = PrivatePostgres(directory / "pg", fast=False)
     await trio.to_thread.run_sync(postgres.start)
     processes = []

@@ -26,9 +26,9 @@ from pathlib import Path
 LAYERS = [
     ("asyncpg on the asyncio thread (driver, its loop, socket I/O)", ["_serve (nursery/stores/asyncio_thread.py"], []),
     ("handing operations to the asyncio thread (Trio side)", ["run (nursery/stores/asyncio_thread.py"], []),
-    ("broker deliveries to websocket frames (hub, feed, frames)", ["deliver (nursery/pubsub/hub.py"], []),
-    ("Redis subscriber (reading, decoding)", ["nursery/pubsub/subscription.py"], []),
-    ("Redis commands (publish, presence, limits)", ["nursery/pubsub/resp.py"], []),
+    ("broker deliveries to websocket frames (hub, feed, frames)", ["deliver (nursery/service/hub.py"], []),
+    ("Redis subscriber (reading, decoding)", ["nursery/redis/subscription.py"], []),
+    ("Redis commands (publish, presence, limits)", ["nursery/redis/resp.py"], []),
     ("REST handlers and services (todos, auth)", ["nursery/edge/listener.py"], ["nursery/api/", "nursery/service/"]),
     ("Quart app (GraphQL, web page, health, metrics)", ["nursery/edge/asgi.py"], []),
     ("HTTP on the edge (reading, parsing, answering, logging)", ["nursery/edge/http.py", "nursery/edge/listener.py"], []),

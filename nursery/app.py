@@ -19,25 +19,30 @@ from quart_trio import QuartTrio
 
 from nursery import logs
 from nursery.api.errors import error_response, install_error_handlers, json_dumps, response_for
+from nursery.api.graphql import PATH as GRAPHQL_PATH
 from nursery.api.graphql import Engine, build_schema, graphql_blueprint, graphql_router
 from nursery.api.graphql.errors import error as graphql_error
 from nursery.api.health import health_router
-from nursery.api.metrics import metrics_blueprint, record_route
+from nursery.api.metrics import metrics_blueprint
+from nursery.api.passed_on import app_routes
 from nursery.api.rest import rest_router
 from nursery.api.security import Hardening, parse_origins
 from nursery.api.web import web_blueprint
 from nursery.api.ws import ws_router
 from nursery.config import Settings
 from nursery.edge import Edge, EdgeLimits, Request, Response, Router
+from nursery.edge.http import HttpLimits
+from nursery.edge.websocket import FrameLimits
 from nursery.errors import NurseryError, StoreUnavailable
 from nursery.metrics import Metrics
-from nursery.pubsub import open_broker, open_rate_limiter
+from nursery.pubsub import open_broker
 from nursery.pubsub.broker import Broker, Presence
-from nursery.pubsub.hub import Hub
-from nursery.pubsub.local_first import LocalFirstLimiter
+from nursery.ratelimit import open_rate_limiter
+from nursery.ratelimit.local_first import LocalFirstLimiter
 from nursery.service.accounts import Accounts
 from nursery.service.activity import Activity
 from nursery.service.audit import Audit
+from nursery.service.hub import Hub
 from nursery.service.limits import Limits
 from nursery.service.notify import Notifier
 from nursery.service.retention import AuditRetention
@@ -235,11 +240,15 @@ async def _purge_tombstones(services: Services) -> None:
 
 
 class ErrorShape:
-    """How the edge's own errors look (``edge.listener.ErrorShape``): ``{"error": ...}``, but
-    GraphQL's ``{"errors": [...]}`` on its path, as its clients expect (e.g. a body too large)."""
+    """How the edge's own refusals look (``edge.listener.ErrorShape``): ``{"error": ...}``,
+    but GraphQL's ``{"errors": [...]}`` on the GraphQL paths, as its clients expect (a body
+    too large, say)."""
+
+    def __init__(self, graphql_paths: frozenset[str]) -> None:
+        self._graphql_paths = graphql_paths
 
     def error(self, request: Request, status: int, code: str, message: str) -> Response:
-        if request.path == "/graphql":
+        if request.path in self._graphql_paths:
             body = json_dumps({"errors": [graphql_error(message, code)]}).encode()
             return Response(status, body, [("content-type", "application/json")])
         return error_response(status, code, message)
@@ -257,6 +266,7 @@ def session_limits(settings: Settings) -> SessionLimits:
         send_timeout=settings.ws_send_timeout,
         queue_size=settings.ws_queue_size,
         message_rate=settings.ws_message_rate,
+        max_sockets_per_user=settings.ws_max_sockets_per_user,
     )
 
 
@@ -278,18 +288,36 @@ def create_edge(services: Services) -> Edge:
         engine, services.accounts, services.todos, services.hub, settings=settings,
         limits=limits, observer=services.metrics,
     ))
+    app = create_app(services, engine)
+    router.include(app_routes(app))  # one table: the app's routes are matched here too
     return Edge(
         router,
-        create_app(services, engine),
+        app,
         limits=EdgeLimits(
-            max_body=settings.max_body_bytes,
-            max_message=settings.ws_max_message_bytes,
-            idle_timeout=settings.http_idle_timeout,
-            request_timeout=settings.http_request_timeout,
-            send_timeout=settings.ws_send_timeout,
+            http=HttpLimits(
+                max_body=settings.max_body_bytes,
+                max_url=settings.http_max_url_bytes,
+                max_headers=settings.http_max_headers,
+                max_header_bytes=settings.http_max_header_bytes,
+                header_timeout=settings.http_header_timeout,
+                body_min_rate=settings.http_body_min_rate,
+                request_timeout=settings.http_request_timeout,
+                idle_timeout=settings.http_idle_timeout,
+                send_timeout=settings.http_send_timeout,
+            ),
+            websocket=FrameLimits(
+                max_message=settings.ws_max_message_bytes,
+                max_fragments=settings.ws_max_fragments,
+                frame_rate=settings.ws_frame_rate,
+            ),
+            # Behind the proxy, the proxy is every connection's peer: the cap is the proxy's.
+            connections_per_client=(
+                None if settings.trust_proxy_headers else settings.http_connections_per_client
+            ),
+            uncapped_peers=settings.http_uncapped_peers,
         ),
         hardening=Hardening(parse_origins(settings.cors_origins)),
-        errors=ErrorShape(),
+        errors=ErrorShape(graphql_paths=frozenset({GRAPHQL_PATH})),
         metrics=services.metrics,
         draining=lambda: services.draining,
     )
@@ -298,11 +326,10 @@ def create_edge(services: Services) -> Edge:
 def create_app(services: Services, engine: Engine) -> QuartTrio:
     """What the edge passes on: GraphQL over HTTP, the web client, the metrics."""
     settings = services.settings
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)  # the web client serves its own files
     # Our tasks are owned by run_background, not app.nursery: no need to wait for it.
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 0.5
     install_error_handlers(app)
-    record_route(app)
     app.register_blueprint(graphql_blueprint(engine, services.accounts, services.todos, settings))
     app.register_blueprint(web_blueprint())
     app.register_blueprint(metrics_blueprint(services.metrics))

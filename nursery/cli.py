@@ -16,7 +16,7 @@ import trio
 
 from nursery import logs
 from nursery.cluster import add_cluster_commands, run_cluster_command
-from nursery.config import ConfigError, Settings
+from nursery.config import PORT, ConfigError, Settings
 from nursery.errors import NurseryError
 from nursery.server import Lifecycle, serve
 
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run one instance")
     run.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    run.add_argument("--port", type=int, help="port to listen on (default 4000)")
+    run.add_argument("--port", type=_port, help="port to listen on (default 4000)")
     run.add_argument("--data-dir", type=Path, help="embedded database and secret (default ./.nursery)")
     watcher = commands.add_parser("watch", help="log in and print your todos live")
     watcher.add_argument(
@@ -70,8 +70,39 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+def _port(text: str) -> int:
+    """A flag's value is reported as the flag (``argument --port: ...``), not as its variable."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not PORT.check(port):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {PORT.accepts}")
+    return port
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, except that an unknown flag is reported with the usage of the command it
+    was given to (``nursery serve --bogus`` shows serve's flags, not the list of commands)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _subcommand(parser, args.command)
+        if args.command == "cluster":
+            command = _subcommand(command, args.cluster_command)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            chosen: argparse.ArgumentParser = action.choices[name]
+            return chosen
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(_parser(), argv)
     if args.command == "cluster":
         return run_cluster_command(args)
     if args.command == "watch":

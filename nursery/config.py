@@ -11,6 +11,7 @@ loudly at startup instead of quietly meaning something else (``ture`` is not fal
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from nursery.errors import NurseryError
 from nursery.rates import Rate, parse_duration, parse_rate
 
 ENV_PREFIX = "NURSERY_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(NurseryError):
@@ -73,7 +76,19 @@ SECONDS = Kind("seconds > 0: 2.5, 500ms, 30s, 5m, 2h, 7d", parse_duration, lambd
 SECONDS_OR_ZERO = Kind("seconds >= 0: 0, 2.5, 500ms, 30s, 5m", parse_duration, lambda v: v >= 0)
 DAYS_OR_ZERO = Kind("days >= 0: 400, 30.5", float, lambda v: v >= 0)
 BOOL = Kind("true | false (also 1/0, yes/no, on/off)", _bool)
+NETWORKS = Kind(
+    "comma-separated addresses or networks: 127.0.0.0/8,::1,10.0.0.5; or none",
+    lambda text: tuple(ipaddress.ip_network(part.strip(), strict=False)
+                       for part in text.split(",") if part.strip().lower() not in ("", "none")),
+)
 RATE = Kind("COUNT/PERIOD: 10/60s, 10/1m, 1000/1h, 20/1", parse_rate)
+# Tokens are signed with it (HMAC): a short key can be guessed offline from one token.
+MIN_SECRET_LENGTH = 32
+SECRET = Kind(
+    f"at least {MIN_SECRET_LENGTH} characters, e.g. the output of"
+    " python3 -c 'import secrets; print(secrets.token_urlsafe(48))'",
+    str, lambda v: len(v) >= MIN_SECRET_LENGTH,
+)
 
 
 def _setting(default: Any, kind: Kind, doc: str) -> Any:
@@ -106,7 +121,7 @@ class Settings:
         " database from the URL's path, default nursery; unset: all in PostgreSQL",
     )
     secret_key: str | None = _setting(
-        None, TEXT, "token signing key; unset: generated and kept in the data dir"
+        None, SECRET, "token signing key; unset: generated and kept in the data dir"
     )
     instance_name: str | None = _setting(None, TEXT, "name shown to clients; default host:port")
     token_max_age: float = _setting(30 * 86400, SECONDS, "token lifetime")
@@ -115,13 +130,60 @@ class Settings:
     )
     max_body_bytes: int = _setting(64 * 1024, COUNT, "largest request body, bytes")
     http_request_timeout: float = _setting(
-        30.0, SECONDS, "a request must arrive whole within this (else 408)"
+        30.0, SECONDS,
+        "a request (head and body) must arrive whole within this from its first byte, however "
+        "it trickles (else 408 and close)",
+    )
+    http_header_timeout: float = _setting(
+        10.0, SECONDS,
+        "a request's line and headers must arrive within this from its first byte (else 408 "
+        "and close); also the body's head start before NURSERY_HTTP_BODY_MIN_RATE applies",
+    )
+    http_body_min_rate: int = _setting(
+        1024, COUNT,
+        "bytes per second a request body must keep up on average (else 408 and close)",
+    )
+    http_send_timeout: float = _setting(
+        10.0, SECONDS, "a response the client does not take within this is dropped, its connection closed"
     )
     http_idle_timeout: float = _setting(
         75.0, SECONDS,
         "an idle keep-alive connection is closed after this (longer than the proxy's own)",
     )
-    ws_max_message_bytes: int = _setting(64 * 1024, COUNT, "largest websocket message, bytes")
+    http_max_url_bytes: int = _setting(8 * 1024, COUNT, "longest request URL, bytes (else 414)")
+    http_max_headers: int = _setting(
+        100, COUNT, "most header fields (trailers included) in a request (else 431)"
+    )
+    http_max_header_bytes: int = _setting(
+        32 * 1024, COUNT,
+        "a request's head, chunk-size lines and trailers together, bytes, counted as they "
+        "arrive (else 431)",
+    )
+    http_connections_per_client: int = _setting(
+        256, COUNT,
+        "open connections per client address, counted at accept (more: 429 and close); off "
+        "with NURSERY_TRUST_PROXY_HEADERS (every connection is the proxy's)",
+    )
+    http_uncapped_peers: tuple[IPNetwork, ...] = _setting(
+        "127.0.0.0/8,::1", NETWORKS,
+        "peers never capped by NURSERY_HTTP_CONNECTIONS_PER_CLIENT (the proxy, load generators)",
+    )
+    ws_max_message_bytes: int = _setting(
+        64 * 1024, COUNT, "largest websocket message, bytes (more: closed with 1009)"
+    )
+    ws_max_fragments: int = _setting(
+        1024, COUNT, "frames of one websocket message, empty ones too (more: closed with 1009)"
+    )
+    ws_frame_rate: Rate = _setting(
+        Rate(2000, 1), RATE,
+        "websocket frames of any kind a client may send, pings and fragments included"
+        " (more: closed with 1008)",
+    )
+    ws_max_sockets_per_user: int = _setting(
+        50, COUNT,
+        "open websockets per user on one instance, /ws and GraphQL together (more: the new"
+        " one is closed with 4420)",
+    )
     ws_queue_size: int = _setting(
         256, COUNT, "messages waiting for a websocket before it is closed as too slow"
     )
@@ -216,9 +278,8 @@ class Settings:
             except (ValueError, TypeError):
                 valid = False
             if not valid:
-                raise ConfigError(
-                    f"{_env_name(f.name)}={value!r} is not valid: expected {kind.accepts}"
-                )
+                given = f" ({len(value)} characters)" if kind is SECRET else f"={value!r}"
+                raise ConfigError(f"{_env_name(f.name)}{given} is not valid: expected {kind.accepts}")
 
     @property
     def name(self) -> str:

@@ -11,7 +11,9 @@ boundaries (``raise X(...) from exc``); the API maps them to the JSON error shap
     ├── RateLimited           429  (retry_after seconds)
     ├── Unavailable           503  a dependency (database, broker) is down (retry_after)
     │   ├── StoreUnavailable
-    │   └── BrokerUnavailable
+    │   ├── BrokerUnavailable
+    │   └── RateLimiterUnavailable  the shared counters (Redis) cannot be reached; the
+    │                              rate limits fail open or answer plain ``unavailable``
     ├── StoreFailed           500  the database refused an operation for a reason no client
     │                              can fix (a bug, a broken schema): logged, its cause chained
     ├── CannotListen               startup: the address to listen on is taken or not ours
@@ -79,6 +81,10 @@ class StoreUnavailable(Unavailable):
 
 class BrokerUnavailable(Unavailable):
     code = "broker_unavailable"
+
+
+class RateLimiterUnavailable(Unavailable):
+    code = "unavailable"
 
 
 class StoreFailed(NurseryError):

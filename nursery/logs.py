@@ -23,6 +23,7 @@ import logging
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -44,6 +45,16 @@ def new_request_id(offered: str | None) -> str:
     if offered and len(offered) <= MAX_REQUEST_ID and offered.isprintable() and " " not in offered:
         return offered
     return ids.request_id()
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs, errors and status
+    lines: the one place a URL with credentials is made fit to show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def tag_records() -> None:

@@ -1,6 +1,7 @@
 """One instance's lifetime: trio → listening socket → database → services → the edge.
 
-Graceful shutdown (DESIGN.md), all under ``shutdown_timeout``:
+Graceful shutdown, all under ``shutdown_timeout`` (``NURSERY_SHUTDOWN_TIMEOUT``; the delay is
+``NURSERY_DRAIN_DELAY``; README.md, "Running the cluster"):
   request → /readyz answers 503 → ``drain_delay`` (the load balancer notices) → stop accepting
   → every websocket closed with 1012 → in-flight requests finish → background tasks and pools
   close. A second request (second SIGTERM) or the deadline cancels what is left.

@@ -31,6 +31,7 @@ import httpx
 import trio
 
 from nursery.client import ClientConfig, ClientError, SyncClient, login
+from nursery.client.errors import describe
 
 INDENT = " " * 12  # under the text of a timestamped line
 
@@ -138,10 +139,18 @@ async def watch(
 
 def main(url: str, email: str | None, password: str | None) -> int:
     """The command: ``email``/``password`` fall back to NURSERY_EMAIL / NURSERY_PASSWORD, then
-    to a prompt on a terminal. Exit status 0 on Ctrl-C, 1 when the login fails or the session
-    ends."""
-    email = email or os.environ.get("NURSERY_EMAIL") or _ask("email: ", getpass_=False)
-    password = password or os.environ.get("NURSERY_PASSWORD") or _ask("password: ", getpass_=True)
+    to a prompt on a terminal. Exit status 0 on Ctrl-C while watching, 130 on Ctrl-C at a
+    prompt, 1 when the login fails, the server cannot be reached or the session ends (one line
+    on stderr each, never a traceback)."""
+    try:
+        email = email or os.environ.get("NURSERY_EMAIL") or _ask("email: ", getpass_=False)
+        password = password or os.environ.get("NURSERY_PASSWORD") or _ask("password: ", getpass_=True)
+    except KeyboardInterrupt:
+        print("\nnursery watch: interrupted", file=sys.stderr)
+        return 130
+    except EOFError:
+        print("\nnursery watch: no input: an email and a password are needed", file=sys.stderr)
+        return 1
     if not email or not password:
         print("nursery watch: an email and a password are needed"
               " (flags or NURSERY_EMAIL / NURSERY_PASSWORD)", file=sys.stderr)
@@ -151,10 +160,14 @@ def main(url: str, email: str | None, password: str | None) -> int:
     except BaseException as exc:
         if _find(exc, KeyboardInterrupt):
             return 0
-        failure = _find(exc, ClientError) or _find(exc, httpx.TransportError)
-        if failure is None:
+        failure = _find(exc, ClientError)
+        if failure is not None:
+            print(f"nursery watch: {failure}", file=sys.stderr)
+            return 1
+        unreachable = _find(exc, httpx.TransportError)
+        if unreachable is None:
             raise
-        print(f"nursery watch: {failure}", file=sys.stderr)
+        print(f"nursery watch: cannot reach {url}: {describe(unreachable)}", file=sys.stderr)
         return 1
     return 0
 

@@ -15,16 +15,27 @@ teardown and removes its scratch directory.
   cluster up --ha`` runs it (its own for each test: a failover test leaves its roles changed).
 - ``own_redis`` / ``own_postgres`` (test): private servers the test may ``stop()`` and
   ``start()`` again on the same port (fault tests); stopped at teardown if still running.
+- ``open_dir`` (test): an empty directory for an embedded PostgreSQL's data dir (pytest's
+  ``tmp_path`` lies under a 0700 directory that, as root, the ``postgres`` user cannot reach).
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.servers import PrivatePostgres, RedisCluster, RedisServer, new_database, scratch_dir
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    directory = scratch_dir("nursery-test-")
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -56,8 +56,8 @@ class PatroniCluster:
             config = _patroni.node_config(node, etcd_url=_etcd.etcd_url("127.0.0.1", self.etcd_port),
                                           bin_dir=bin_dir, strict=self.strict)
             _patroni.write_node_config(node, config)
-            if self._user is not None:
-                self._user.grant_search(node.directory)
+            if self._user is not None:  # ``directory`` must be searchable (0755)
+                self._user.check_reachable(node.directory, remedy="chmod 0755 the test's directory")
                 self._user.chown_tree(node.directory)
         for node in self.nodes:
             self.start_node(node.name)

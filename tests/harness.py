@@ -1,8 +1,9 @@
 """Real nursery instances inside a test's trio run, and small HTTP/websocket helpers.
 
-``start_instance`` runs ``nursery.server.serve`` (its own trio-asyncio loop, store pool and
-broker connection, a real Hypercorn listener on a free port) in the caller's nursery, so
-several instances can share one test, one database and one Redis, like a real deployment.
+``start_instance`` runs ``nursery.server.serve`` (its own asyncio thread for the store's
+driver, store pool and broker connection, the edge listening on a free port) in the caller's
+nursery, so several instances can share one test, one database and one Redis, like a real
+deployment.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from nursery.config import Settings
 from nursery.server import Lifecycle, serve
 
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-of-32-characters-at-least"
 # Tests register and log in many users from 127.0.0.1: rate limits are opt-in per test.
 UNLIMITED = {
     "login_rate_per_account": "100000/1",

@@ -192,7 +192,7 @@ class RedisCluster:
     ``start_node``. Whoever calls ``start`` calls ``stop``.
 
     ``replicas``: per master (``nodes`` counts them too: 6 nodes, 1 replica: 3 masters), as
-    ``--ha`` runs them (its shorter node timeout too, unless ``node_timeout_ms``); ``ready``
+    ``--ha`` runs them (``node_timeout_ms``: its cluster-node-timeout); ``ready``
     then also waits until every master has its replicas attached and in sync. Which node is
     a master is Redis's choice and changes on failover: ``role`` tells."""
 
@@ -201,7 +201,7 @@ class RedisCluster:
         self.directory = directory
         self.replicas = replicas
         if node_timeout_ms is None:
-            node_timeout_ms = redis_cluster.HA_NODE_TIMEOUT_MS if replicas else redis_cluster.NODE_TIMEOUT_MS
+            node_timeout_ms = redis_cluster.NODE_TIMEOUT_MS
         ports: list[int] = []
         while len(ports) < 2 * nodes:  # each node's client and bus ports, all distinct
             if (port := free_port()) not in ports:

@@ -42,10 +42,10 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_serve_embedded_default_and_sigterm(tmp_path: Path) -> None:
+async def test_serve_embedded_default_and_sigterm(open_dir: Path) -> None:
     """No configuration: a private PostgreSQL in the data dir; SIGTERM → exit 0, database stopped."""
     port = free_port()
-    data_dir = tmp_path / "data"
+    data_dir = open_dir / "data"
     process = await trio.lowlevel.open_process(
         [*NURSERY, "serve", "--port", str(port), "--data-dir", str(data_dir)],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -84,9 +84,9 @@ async def test_serve_embedded_default_and_sigterm(tmp_path: Path) -> None:
             await process.wait()
 
 
-async def test_restart_keeps_data_and_secret(tmp_path: Path) -> None:
+async def test_restart_keeps_data_and_secret(open_dir: Path) -> None:
     port = free_port()
-    data_dir = tmp_path / "data"
+    data_dir = open_dir / "data"
     token = ""
     for run in range(2):
         process = await trio.lowlevel.open_process(
@@ -121,7 +121,7 @@ async def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> Non
             [*NURSERY, "serve", "--port", str(free_port()), "--data-dir", str(tmp_path)],
             env=_env(
                 NURSERY_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{closed_port}/x",
-                NURSERY_SECRET_KEY="k",
+                NURSERY_SECRET_KEY="k" * 32,
                 NURSERY_DB_TIMEOUT="3",
             ),
             capture_stdout=True, capture_stderr=True, check=False,
@@ -173,7 +173,7 @@ async def test_sigterm_with_an_idle_keepalive_connection_exits_promptly(tmp_path
     port = free_port()
     process = await trio.lowlevel.open_process(
         [*NURSERY, "serve", "--port", str(port)],
-        env=_env(NURSERY_DATABASE_URL=database_url, NURSERY_SECRET_KEY="k",
+        env=_env(NURSERY_DATABASE_URL=database_url, NURSERY_SECRET_KEY="k" * 32,
                  NURSERY_DRAIN_DELAY="1.0", NURSERY_SHUTDOWN_TIMEOUT="20"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -196,3 +196,25 @@ async def test_sigterm_with_an_idle_keepalive_connection_exits_promptly(tmp_path
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_a_bad_flag_is_reported_as_that_flag_with_the_commands_usage() -> None:
+    result = subprocess.run([*NURSERY, "serve", "--port", "99999"], capture_output=True, text=True, env=_env())
+    assert result.returncode == 2
+    assert "nursery serve: error: argument --port: '99999' is not a port" in result.stderr
+    assert "NURSERY_PORT" not in result.stderr
+    for argv in (["serve", "--bogus"], ["cluster", "status", "--bogus"]):
+        result = subprocess.run([*NURSERY, *argv], capture_output=True, text=True, env=_env())
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"usage: nursery {' '.join(argv[:-1])} [-h]"), result.stderr
+        assert "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_a_short_secret_key_is_refused_at_start_without_echoing_it(tmp_path: Path) -> None:
+    result = subprocess.run([*NURSERY, "serve", "--data-dir", str(tmp_path)], capture_output=True, text=True,
+                            env=_env(NURSERY_SECRET_KEY="abc"), timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.startswith("nursery: NURSERY_SECRET_KEY (3 characters) is not valid: "
+                                    "expected at least 32 characters"), result.stderr
+    assert "abc" not in result.stderr
+    assert not list(tmp_path.iterdir())  # refused before anything started

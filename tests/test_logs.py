@@ -133,7 +133,7 @@ async def test_the_server_writes_json_lines_when_asked(tmp_path: Path, database_
     is one of them."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURSERY_")}
-    env |= {"NURSERY_DATABASE_URL": database_url, "NURSERY_SECRET_KEY": "k",
+    env |= {"NURSERY_DATABASE_URL": database_url, "NURSERY_SECRET_KEY": "k" * 32,
             "NURSERY_LOG_FORMAT": "json", "NURSERY_INSTANCE_NAME": "json-one"}
     log_path = tmp_path / "stderr.log"
     with log_path.open("wb") as stderr:

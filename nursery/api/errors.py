@@ -1,9 +1,12 @@
-"""Our errors → the JSON error shape of docs/api.md, in one place.
+"""Our errors → the JSON error shape of docs/api.md, in one place, for both HTTP stacks.
 
 ``{"error": {"code", "message", "details"}}`` with the error's status; 429 and 503 carry
-Retry-After. Unexpected exceptions are logged and answered 500 without a stack trace. The
-edge's routes use ``response_for``; the Quart app (what the edge passes on) gets the same
-shape through ``install_error_handlers``.
+Retry-After. The edge's routes use ``response_for`` (and ``error_response`` for the edge's
+own refusals, ``app.ErrorShape``); the Quart app, which the edge passes some routes on to, answers through
+``install_error_handlers`` with the same responses, logged the same way (``log_answered``):
+a dependency down is one warning; a failure of ours (``StoreFailed``, an unexpected
+exception) is one error with its stack, tagged with the request id like every line of the
+request. A path no route claims is the same 404 on either stack (``NO_ROUTE``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import math
 from typing import Any
 
-from quart import Quart
+from quart import Quart, request
 from quart import Response as QuartResponse
 from werkzeug.exceptions import HTTPException
 
@@ -30,6 +33,8 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
 }
+NO_ROUTE = "no such route"  # the message of a 404 for a path that no route claims
+INTERNAL_MESSAGE = "something went wrong on our side"
 
 
 def json_dumps(data: Any) -> str:
@@ -61,34 +66,38 @@ def _retry_after(error: NurseryError) -> float | None:
     return error.retry_after if isinstance(error, RateLimited | Unavailable) else None
 
 
-def response_for(error: NurseryError) -> Response:
+def log_answered(error: NurseryError) -> None:
+    """The log of an error answered to a client: a dependency down is a warning; ours to fix
+    (a 5xx such as ``StoreFailed``) an error with its cause; a client's mistake nothing."""
     if isinstance(error, Unavailable):
-        log.warning("answering 503: %s", error)
-    elif error.status >= 500:  # ours to fix (StoreFailed): once, with its cause
+        log.warning("answering %d: %s", error.status, error)
+    elif error.status >= 500:
         log.error("answering %d: %s", error.status, error.message, exc_info=error)
+
+
+def response_for(error: NurseryError) -> Response:
+    log_answered(error)
     return error_response(error.status, error.code, error.message, error.details, _retry_after(error))
 
 
 def install_error_handlers(app: Quart) -> None:
-    def quart_error(status: int, code: str, message: str, details: Any = None,
-                    retry_after: float | None = None) -> QuartResponse:
-        body, headers = _error_parts(code, message, details, retry_after)
-        return QuartResponse(body, status=status, headers=dict(headers))
+    """The same answers, and the same log lines, from the Quart app."""
+    def quart(response: Response) -> QuartResponse:
+        return QuartResponse(response.body, status=response.status, headers=dict(response.headers))
 
     @app.errorhandler(NurseryError)
     async def ours(error: NurseryError) -> QuartResponse:
-        if isinstance(error, Unavailable):
-            log.warning("answering 503: %s", error)
-        return quart_error(error.status, error.code, error.message, error.details,
-                           _retry_after(error))
+        return quart(response_for(error))
 
     @app.errorhandler(HTTPException)
     async def http(error: HTTPException) -> QuartResponse:
         status = error.code or 500
-        return quart_error(status, _HTTP_CODES.get(status, "http_error"),
-                           error.description or error.name)
+        message = NO_ROUTE if status == 404 and request.url_rule is None else (
+            error.description or error.name)
+        return quart(error_response(status, _HTTP_CODES.get(status, "http_error"), message))
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> QuartResponse:
-        log.exception("unexpected error")
-        return quart_error(500, "internal", "something went wrong on our side")
+        # As the edge logs its own routes' failures (``edge.listener``): once, with the stack.
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return quart(error_response(500, "internal", INTERNAL_MESSAGE))

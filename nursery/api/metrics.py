@@ -1,17 +1,14 @@
-"""/metrics (Prometheus text format), and the Quart app's part of the request metrics.
+"""/metrics (Prometheus text format), served by the Quart app.
 
-The edge records every request's metrics and log line (``edge.listener``); for the requests
-it passes on to the Quart app, ``record_route`` tells it which route pattern served them.
+The edge records every request's metrics and log line (``edge.listener``), named by the route
+of its one table (``api.passed_on``: the Quart app's routes stand there too).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 import trio
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Response
 
-from nursery.edge.asgi import ROUTE_KEY
 from nursery.metrics import CONTENT_TYPE, Metrics
 
 
@@ -26,10 +23,3 @@ def metrics_blueprint(metrics: Metrics) -> Blueprint:
 
     return bp
 
-
-def record_route(app: Quart) -> None:
-    @app.after_request
-    async def record(response: Response) -> Response:
-        if request.url_rule is not None:
-            cast(dict[str, Any], request.scope)[ROUTE_KEY] = request.url_rule.rule
-        return response

@@ -26,9 +26,9 @@ from nursery.protocol.close_codes import (
     ProtocolError,
 )
 from nursery.pubsub import events
-from nursery.pubsub.hub import Hub, Item
 from nursery.service.accounts import Accounts, Principal
 from nursery.service.feed import Feed, FeedEvent, Head, Online, ReadChanges, Reset, SessionEvent
+from nursery.service.hub import Hub, Item
 from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
 

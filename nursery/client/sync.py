@@ -17,13 +17,14 @@ import httpx
 import trio
 from trio_websocket import (
     ConnectionClosed,
+    ConnectionRejected,
     HandshakeError,
     WebSocketConnection,
     open_websocket_url,
 )
 
 from nursery.client.backoff import Backoff, Ending
-from nursery.client.errors import ClientError, ProtocolViolation, RequestFailed, SessionEnded
+from nursery.client.errors import ClientError, ProtocolViolation, RequestFailed, SessionEnded, describe
 from nursery.client.mirror import Mirror, _int
 from nursery.protocol import sync as protocol
 from nursery.protocol.close_codes import BAD_MESSAGE, UNAUTHENTICATED
@@ -288,8 +289,14 @@ class SyncClient:
             return self._ending(exc.reason.code, exc.reason.reason or exc.reason.name)
         except _Busy as exc:
             return self._ending(None, str(exc), retry_after=exc.retry_after)
+        except ConnectionRejected as exc:
+            return self._ending(None, f"{ws_url(base)} answered HTTP {exc.status_code}")
+        except HandshakeError as exc:  # its own text is empty: say what the socket said
+            return self._ending(None, f"cannot connect to {ws_url(base)}: {describe(exc)}")
+        except (OSError, httpx.TransportError) as exc:
+            return self._ending(None, f"cannot reach {base}: {describe(exc)}")
         except RECOVERABLE as exc:
-            return self._ending(None, repr(exc))
+            return self._ending(None, describe(exc))
         finally:
             if self.connected:
                 self.connected = False

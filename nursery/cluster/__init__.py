@@ -1,11 +1,16 @@
-"""The local reference topology without Docker: ``nursery cluster up|down|status|restart``.
+"""The local reference topology without Docker: ``nursery cluster up|down|status|restart|switchover``.
 
 ``up`` runs a supervisor that starts, as child processes it owns: PostgreSQL (a private server
 in ``DIR/pg``, unless ``NURSERY_DATABASE_URL`` is set), ``redis-server`` (unless
 ``NURSERY_REDIS_URL`` is set; with ``--redis-cluster``, a Redis Cluster of three masters
 ``redis-1``..``redis-3`` in ``DIR/redis-cluster``), N ``nursery serve`` instances on ports
-``base_port``.. and Caddy (``conf/Caddyfile``) in front of them on ``proxy_port``. The other
-commands talk to it through its directory (default ``.nursery/cluster``)::
+``base_port``.. and Caddy (``conf/Caddyfile``) in front of them on ``proxy_port`` (with
+``--tls``, HTTPS from Caddy's local CA: ``_tls``). With ``--ha`` (``_ha``), no single point
+of failure in the data tier: etcd and three PostgreSQL nodes under Patroni in ``DIR/ha``
+(``pg-1``..``pg-3``; ``switchover`` moves the primary) and a Redis Cluster of three masters
+with a replica each (docs/operations.md). The other commands talk to it through its
+directory (``--dir``, else ``NURSERY_CLUSTER_DIR``, else the last ``up``'s, else
+``.nursery/cluster``: ``_where``)::
 
     DIR/state.json      pids, ports, states, restarts, the last rolling restart (0600)
     DIR/supervisor.lock held (flock) while the supervisor runs
@@ -13,14 +18,20 @@ commands talk to it through its directory (default ``.nursery/cluster``)::
     DIR/logs/NAME.log   each process's output; supervisor.log with --detach
     DIR/prometheus.yml  a Prometheus config scraping these instances (``_prometheus``)
     DIR/pg/             the private PostgreSQL's data (its log: DIR/logs/postgres.log)
+    DIR/caddy/          Caddy's HOME and data: with --tls, its local CA
+                        (caddy/data/caddy/pki/authorities/local/root.crt)
 
 ``restart`` is a rolling restart (SIGHUP to the supervisor): one instance at a time, each back
 and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
 
-Modules: ``_config`` (what to run), ``_supervisor`` (running it), ``_probes`` (is it
-answering), ``_state`` (the directory), ``_prometheus`` (its scrape config), ``_redis_cluster``
-(what makes redis-servers a cluster; shared with the tests' fixture), ``_commands`` (the
-command line).
+Modules: ``_config`` (what to run), ``_run`` (the supervisor's process: ``up``),
+``_supervisor`` (running it), ``_child`` (one supervised process), ``_rolling`` (the rolling
+restart), ``_probes`` (is it answering), ``_state`` (the directory), ``_where`` (which
+directory), ``_tls`` (HTTPS with Caddy's local CA), ``_logs`` (the children's log files and how
+the supervisor words them), ``_prometheus`` (its scrape config), ``_redis_cluster`` (what makes
+redis-servers a cluster; shared with the tests' fixture), ``_ha`` (``--ha``'s children, roles
+and switchover), ``_patroni`` (a Patroni node's configuration and REST API), ``_etcd`` (its
+etcd), ``_commands`` (the command line).
 
 Errors::
 

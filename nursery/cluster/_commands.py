@@ -29,8 +29,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 
@@ -51,6 +53,8 @@ from nursery.cluster._probes import (
 )
 from nursery.cluster._run import run_cluster
 from nursery.cluster._state import alive, live_pids, read_state, supervisor_running
+from nursery.cluster._tls import client_context, trust_instructions
+from nursery.cluster._where import ENV_VAR, cluster_dir, not_found_hint, remember
 from nursery.errors import NurseryError
 from nursery.ports import listen_problem
 
@@ -77,6 +81,10 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
                 probe = _ha.etcd_probe_of(proc["host"], proc["port"])
             else:
                 probe = probes.get(proc["kind"], readyz_probe)(proc["host"], proc["port"])
+            if proc["kind"] == "caddy" and state.get("tls"):  # at its https:// address
+                directory = Path(state["supervisor"]["directory"])
+                probe = readyz_probe(str(urlsplit(state["proxy_url"]).hostname), proc["port"],
+                                     tls=partial(client_context, directory))
             nursery.start_soon(one, proc["name"], probe)
     return results
 
@@ -114,11 +122,11 @@ def format_status(state: dict[str, Any], probes: dict[str, str | None], running:
     return "\n".join(lines)
 
 
-async def _status(directory: Path, as_json: bool) -> int:
+async def _status(directory: Path, as_json: bool, hint: str = "") -> int:
     state = read_state(directory)
     running = supervisor_running(directory)
     if state is None or (not running and not live_pids(state)):
-        print(f"no cluster running in {directory}", file=sys.stderr)
+        print(f"no cluster running in {directory}{hint}", file=sys.stderr)
         return 1
     probes = await probe_state(state)
     if as_json:
@@ -129,10 +137,10 @@ async def _status(directory: Path, as_json: bool) -> int:
     return 0 if healthy else 2
 
 
-def _restart(directory: Path, timeout: float) -> int:
+def _restart(directory: Path, timeout: float, hint: str = "") -> int:
     state = read_state(directory)
     if state is None or not supervisor_running(directory) or state["supervisor"]["state"] != "ready":
-        print(f"no ready cluster in {directory}", file=sys.stderr)
+        print(f"no ready cluster in {directory}{hint}", file=sys.stderr)
         return 1
     before = state["roll"]["id"]
     if state["roll"].get("state") == "running":
@@ -164,7 +172,7 @@ def _restart(directory: Path, timeout: float) -> int:
     return 1
 
 
-def _down(directory: Path, timeout: float) -> int:
+def _down(directory: Path, timeout: float, hint: str = "") -> int:
     state = read_state(directory)
     if supervisor_running(directory) and state is not None:
         os.kill(state["supervisor"]["pid"], signal.SIGTERM)
@@ -179,7 +187,7 @@ def _down(directory: Path, timeout: float) -> int:
         return 0
     orphans = live_pids(state) if state else []
     if not orphans:
-        print(f"no cluster running in {directory}")
+        print(f"no cluster running in {directory}{hint}")
         return 0
     # The supervisor died without stopping its children (kill -9): stop them ourselves.
     for name, pid, signum in orphans:
@@ -216,6 +224,8 @@ def _detach(args: argparse.Namespace, directory: Path) -> int:
         if state and state["supervisor"]["pid"] == process.pid and state["supervisor"]["state"] == "ready":
             print(f"cluster up (supervisor pid {process.pid}); log: {log_path}")
             print(format_status(state, trio.run(probe_state, state), True))
+            if args.tls:
+                print(trust_instructions(directory, args.proxy_host or args.host, args.proxy_port))
             return 0
         if process.poll() is not None:
             print(f"nursery: cannot start the cluster; {log_path} ends:\n{log_tail(log_path)}",
@@ -239,6 +249,10 @@ def _up_flags(args: argparse.Namespace) -> list[str]:
         flags.append("--redis-cluster")
     if args.ha:
         flags.append("--ha")
+    if args.tls:
+        flags.append("--tls")
+    if args.proxy_host:
+        flags += ["--proxy-host", args.proxy_host]
     return flags
 
 
@@ -252,8 +266,9 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
     commands = cluster.add_subparsers(dest="cluster_command", required=True)
 
     def with_dir(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
-                            help=f"the cluster's state, logs and data (default {DEFAULT_DIR})")
+        parser.add_argument("--dir", type=Path, default=None,
+                            help=f"the cluster's state, logs and data (default ${ENV_VAR}; for "
+                                 f"status/restart/down then the last `up`'s; then {DEFAULT_DIR})")
         return parser
 
     up = with_dir(commands.add_parser("up", help="start everything; runs until Ctrl-C/SIGTERM"))
@@ -278,6 +293,13 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                          "standby; needs the etcd-server and patroni packages) and, unless "
                          "NURSERY_REDIS_URL is set, a Redis Cluster of 3 masters each with a "
                          "replica (needs redis-cli)")
+    up.add_argument("--proxy-host",
+                    help="the address Caddy alone binds (default: --host); with --tls, 0.0.0.0 "
+                         "lets a phone on the network install the app while the instances, Redis "
+                         "and PostgreSQL stay on --host")
+    up.add_argument("--tls", action="store_true",
+                    help="serve HTTPS with Caddy's local CA (no ACME; trust its root on each "
+                         "device: `up` prints how)")
     up.add_argument("--detach", action="store_true",
                     help="run the supervisor in the background; return once the cluster is ready")
     with_dir(commands.add_parser("down", help="stop the cluster (instances first)")).add_argument(
@@ -297,19 +319,21 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_cluster_command(args: argparse.Namespace) -> int:
     """Run a parsed ``cluster`` command; returns the exit status."""
-    directory: Path = args.dir.resolve()
+    command = args.cluster_command
+    directory, origin = cluster_dir(args.dir, for_up=command == "up")
+    args.dir, hint = directory, not_found_hint(origin)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=os.environ.get("NURSERY_LOG_LEVEL", "INFO").upper(),
                             format="%(asctime)s cluster %(levelname)s: %(message)s")
-    command = args.cluster_command
     if command == "status":
-        return trio.run(_status, directory, args.json)
+        return trio.run(_status, directory, args.json, hint)
     if command == "restart":
-        return _restart(directory, args.timeout)
+        return _restart(directory, args.timeout, hint)
     if command == "down":
-        return _down(directory, args.timeout)
+        return _down(directory, args.timeout, hint)
     if command == "switchover":
-        return _switchover(directory, args.to, args.timeout)
+        return _switchover(directory, args.to, args.timeout, hint)
+    remember(directory)
     if args.detach:
         return _detach(args, directory)
     try:
@@ -317,7 +341,8 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
             caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
-            redis_cluster=args.redis_cluster, ha=args.ha)
+            redis_cluster=args.redis_cluster, ha=args.ha, tls=args.tls,
+            proxy_host=args.proxy_host)
         _check_config(config)
         trio.run(run_cluster, config)
     except BaseException as exc:
@@ -348,16 +373,17 @@ def _check_config(config: ClusterConfig) -> None:
         if shutil.which(program) is None:
             raise ClusterError(f"{program} not found: install Debian's {package} package"
                                + (" or set NURSERY_CADDY" if package == "caddy" else ""))
-    busy = [p for p in (*config.instance_ports, config.proxy_port) if listen_problem(config.host, p)]
+    busy = [p for p in config.instance_ports if listen_problem(config.host, p)]
+    busy += [config.proxy_port] if listen_problem(config.proxy_bind, config.proxy_port) else []
     if busy:
         raise ClusterError(f"port(s) {', '.join(map(str, busy))} on {config.host} already in use "
                            f"(another cluster? see --base-port and --proxy-port)")
 
 
-def _switchover(directory: Path, candidate: str | None, timeout: float) -> int:
+def _switchover(directory: Path, candidate: str | None, timeout: float, hint: str = "") -> int:
     state = read_state(directory)
     if state is None or not supervisor_running(directory):
-        print(f"no cluster running in {directory}", file=sys.stderr)
+        print(f"no cluster running in {directory}{hint}", file=sys.stderr)
         return 1
     began = time.monotonic()
     try:

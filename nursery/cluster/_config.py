@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nursery.cluster import _redis_cluster as redis_cluster
+from nursery.cluster._tls import proxy_url
 from nursery.config import Settings
 from nursery.errors import NurseryError
 
@@ -58,6 +59,8 @@ class ClusterConfig:
     shutdown_timeout: float = 15.0
     ready_timeout: float = 60.0
     python: str = sys.executable
+    tls: bool = False  # HTTPS with Caddy's local CA (``_tls``)
+    proxy_host: str | None = None  # the address Caddy binds; None: ``host``
 
     @property
     def effective_drain_delay(self) -> float:
@@ -73,6 +76,14 @@ class ClusterConfig:
     def redis_replicas(self) -> int:
         """Replicas per master of our own Redis Cluster: one with ``ha``."""
         return redis_cluster.REPLICAS if self.ha else 0
+
+    @property
+    def proxy_bind(self) -> str:
+        return self.proxy_host or self.host
+
+    @property
+    def proxy_url(self) -> str:
+        return proxy_url(self.proxy_bind, self.proxy_port, self.tls)
 
     @property
     def instance_ports(self) -> list[int]:
@@ -101,7 +112,7 @@ class ClusterConfig:
 
 def find_caddyfile() -> Path:
     """``conf/Caddyfile`` of this checkout, else of the working directory."""
-    for base in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for base in (Path(__file__).resolve().parents[2], Path.cwd()):
         candidate = base / "conf" / "Caddyfile"
         if candidate.is_file():
             return candidate

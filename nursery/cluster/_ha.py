@@ -73,8 +73,8 @@ def plan(config: ClusterConfig, directory: Path, base_env: dict[str, str],
         _patroni.write_node_config(node, _patroni.node_config(
             node, etcd_url=etcd_url, bin_dir=bin_dir, strict=config.db_sync_strict))
         argv = [config.patroni, str(node.config_path)]
-        if user is not None:
-            user.grant_search(node.directory)
+        if user is not None:  # nothing above the cluster's directory changes mode
+            user.check_reachable(node.directory, remedy="use a --dir it can reach (e.g. under /var/tmp)")
             user.chown_tree(node.directory)
             argv = [*user.prefix(), *argv]
         child = Child(node.name, "patroni", argv, {**env, "HOME": str(node.directory)},

@@ -6,7 +6,8 @@ import contextlib
 import signal
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from nursery.logs import redact as redact  # the one rule, for the cluster's status lines
 
 LOG_TAIL_LINES = 20
 
@@ -34,10 +35,3 @@ def describe_exit(code: int | None) -> str:
             return f"signal {signal.Signals(-code).name}"
     return f"exit status {code}"
 
-
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,4 +1,5 @@
-"""Probes of the cluster's processes, with no HTTP library (the supervisor needs none).
+"""Probes of the cluster's processes: HTTP with httpx, Redis with our own client, and
+PostgreSQL with one startup message.
 
 Each probe answers a short description when the process is healthy, None otherwise (no
 answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none raises.
@@ -7,72 +8,50 @@ answer within ``PROBE_TIMEOUT``, refused, or not the expected answer); none rais
 from __future__ import annotations
 
 import json
+import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import trio
 
 from nursery.cluster import _redis_cluster as redis_cluster
-from nursery.pubsub import resp
+from nursery.redis import resp
 
 PROBE_TIMEOUT = 2.0
 MAX_RESPONSE = 1 << 20
 
 
+# The SSL context of an HTTPS proxy (``--tls``), looked up at each probe: None before the
+# proxy's CA exists (not ready yet).
+TLS = Callable[[], ssl.SSLContext | None]
+
+
 async def http_get(
-    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT
+    host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT, *, tls: TLS | None = None
 ) -> tuple[int, bytes] | None:
-    """(status, body) of ``GET path``, or None when nothing (valid) answers in time. Reads
-    by Content-Length or chunks, not to the end of the stream: a server may keep the socket
-    open after ``Connection: close``."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
-               f"User-Agent: nursery-cluster\r\n\r\n").encode()
-    data = b""
+    """(status, body) of ``GET path`` (over TLS with ``tls``), or None when nothing (valid)
+    answers in time or the body is over ``MAX_RESPONSE``."""
+    context = tls() if tls is not None else None
+    if tls is not None and context is None:
+        return None
+    address = f"[{host}]" if ":" in host else host
+    url = f"{'https' if context is not None else 'http'}://{address}:{port}{path}"
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
-            async with stream:
-                await stream.send_all(request)
-                while not _response_complete(data) and len(data) < MAX_RESPONSE:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-    except (OSError, trio.TooSlowError, trio.BrokenResourceError, ValueError, IndexError):
+            # trust_env=False: a proxy from the environment must not stand between us and ours.
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False, verify=context or True,
+                                         headers={"user-agent": "nursery-cluster"}) as client, \
+                    client.stream("GET", url) as response:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_RESPONSE:
+                        return None
+    except (httpx.HTTPError, OSError, trio.TooSlowError):
         return None
-    if b"transfer-encoding: chunked" in head.lower():
-        body = _unchunk(body)
-    return status, body
-
-
-def _response_complete(data: bytes) -> bool:
-    head, found, body = data.partition(b"\r\n\r\n")
-    if not found:
-        return False
-    for line in head.lower().split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip() == b"content-length":
-            return len(body) >= int(value.strip() or b"0")
-        if name.strip() == b"transfer-encoding" and b"chunked" in value:
-            return body.endswith(b"0\r\n\r\n")
-    return False  # no length: until the server closes
-
-
-def _unchunk(body: bytes) -> bytes:
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out, body = out + rest[:size], rest[size + 2:]
-    return out
+    return response.status_code, body
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -83,11 +62,11 @@ def json_object(body: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def readyz_probe(host: str, port: int) -> Callable[[], Any]:
+def readyz_probe(host: str, port: int, *, tls: TLS | None = None) -> Callable[[], Any]:
     """An instance's /readyz, or Caddy's (which answers 200 while any instance is ready)."""
 
     async def probe() -> str | None:
-        answer = await http_get(host, port, "/readyz")
+        answer = await http_get(host, port, "/readyz", tls=tls)
         return "/readyz 200" if answer is not None and answer[0] == 200 else None
 
     return probe
@@ -167,11 +146,11 @@ async def postgres_probe(host: str, port: int) -> str | None:
     return "accepts" if reply == b"R" else None
 
 
-async def until_proxy_reaches(host: str, port: int, instance: str) -> None:
+async def until_proxy_reaches(host: str, port: int, instance: str, *, tls: TLS | None = None) -> None:
     """Until a GET /readyz through Caddy is answered by ``instance`` (round robin reaches
     every healthy upstream in turn, so a few tries suffice once Caddy counts it healthy)."""
     while True:
-        answer = await http_get(host, port, "/readyz")
+        answer = await http_get(host, port, "/readyz", tls=tls)
         if answer is not None and answer[0] == 200 and json_object(answer[1]).get("instance") == instance:
             return
         await trio.sleep(0.05)

@@ -81,7 +81,7 @@ async def restart_one(supervisor: Supervisor, child: Child) -> None:
         while not (child.generation > old_generation and child.state == "ready"):
             await trio.sleep(POLL)
         log.info("%s ready again (pid %s); waiting until Caddy routes to it", child.name, child.pid)
-        await until_proxy_reaches(config.host, config.proxy_port, child.name)
+        await until_proxy_reaches(*supervisor.proxy_probe_address, child.name, tls=supervisor.proxy_tls)
     if waited.cancelled_caught:
         raise ClusterError(f"{child.name} was not back in Caddy's rotation within "
                            f"{config.ready_timeout:.0f} s; see {child.log_path}")

@@ -20,6 +20,7 @@ from nursery.cluster._prometheus import write_prometheus_config
 from nursery.cluster._rolling import roll_when_asked
 from nursery.cluster._state import cluster_secret, supervisor_lock
 from nursery.cluster._supervisor import Supervisor
+from nursery.cluster._tls import trust_instructions
 from nursery.stores.embedded import PrivatePostgres
 
 log = logging.getLogger("nursery.cluster")
@@ -59,10 +60,12 @@ async def run_cluster(
                 supervisor.state = "ready"
                 supervisor.write_state()
                 log.info("cluster ready: %s → %d instance(s) (%s); logs in %s",
-                         f"http://{config.host}:{config.proxy_port}", config.instances,
+                         config.proxy_url, config.instances,
                          ", ".join(str(p) for p in config.instance_ports), directory / LOG_DIR)
                 log.info("metrics: each instance's /metrics (not through the proxy); "
                          "prometheus --config.file=%s", prometheus)
+                if config.tls:
+                    log.info("%s", trust_instructions(directory, config.proxy_bind, config.proxy_port))
                 task_status.started(supervisor)
                 nursery.start_soon(roll_when_asked, supervisor)
                 await supervisor.stop_requested.wait()

@@ -42,6 +42,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,12 @@ import trio
 
 from nursery.cluster import _ha
 from nursery.cluster import _redis_cluster as redis_cluster
+from nursery.cluster import _tls as tls
 from nursery.cluster._child import POLL, Child
 from nursery.cluster._config import LOG_DIR, STATE_FILE, ClusterConfig, ClusterError, find_caddyfile
 from nursery.cluster._logs import describe_exit, log_tail, note, redact
 from nursery.cluster._probes import (
+    TLS,
     postgres_probe_of,
     readyz_probe,
     redis_cluster_probe_of,
@@ -158,8 +161,9 @@ class Supervisor:
                      "HOME": str(caddy_home),
                      "XDG_CONFIG_HOME": str(caddy_home / "config"),
                      "XDG_DATA_HOME": str(caddy_home / "data"),
-                     "NURSERY_PROXY_PORT": str(config.proxy_port),
-                     "NURSERY_PROXY_BIND": config.host,
+                     "NURSERY_SITE": f":{config.proxy_port}",
+                     **(tls.caddy_env(config.proxy_bind, config.proxy_port) if config.tls else {}),
+                     "NURSERY_PROXY_BIND": config.proxy_bind,
                      "NURSERY_UPSTREAMS": " ".join(f"{config.host}:{p}" for p in config.instance_ports),
                      "NURSERY_PROXY_HEALTH_INTERVAL": f"{round(config.health_interval * 1000)}ms",
                      "NURSERY_CADDY_ADMIN": f"{config.host}:{admin_port}"}
@@ -168,8 +172,8 @@ class Supervisor:
                 caddy_env[key] = os.environ[key]
         self.caddy = Child("caddy", "caddy",
                            [config.caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
-                           caddy_env, config.host, config.proxy_port, logs / "caddy.log",
-                           readyz_probe(config.host, config.proxy_port))
+                           caddy_env, config.proxy_bind, config.proxy_port, logs / "caddy.log",
+                           readyz_probe(*self.proxy_probe_address, tls=self.proxy_tls))
         self.caddy_admin = f"{config.host}:{admin_port}"
         self.children.append(self.caddy)
 
@@ -180,6 +184,17 @@ class Supervisor:
         self.children.extend(children)
         self.database_info = {**self.database_info, "nodes": [n.name for n in self.ha_nodes],
                               "sync_strict": self.config.db_sync_strict}
+
+    @property
+    def proxy_probe_address(self) -> tuple[str, int]:
+        """Where this machine reaches the proxy: over TLS, a name its certificate holds."""
+        bind = self.config.proxy_bind
+        host = tls.certificate_names(bind)[0] if self.config.tls else bind
+        return host, self.config.proxy_port
+
+    @property
+    def proxy_tls(self) -> TLS | None:
+        return partial(tls.client_context, self.directory) if self.config.tls else None
 
     def _plan_redis_cluster(self, base_env: dict[str, str]) -> None:
         config, logs = self.config, self.directory / LOG_DIR
@@ -194,8 +209,6 @@ class Supervisor:
             if (port := free_port(config.host)) not in taken:
                 taken.add(port)
                 ports.append(port)
-        timeout_ms = (redis_cluster.HA_NODE_TIMEOUT_MS if config.redis_replicas
-                      else redis_cluster.NODE_TIMEOUT_MS)
         for i in range(nodes):
             port, bus_port = ports[2 * i], ports[2 * i + 1]
             node_dir = root / f"node-{i + 1}"
@@ -204,14 +217,13 @@ class Supervisor:
                 f"redis-{i + 1}", "redis-node",
                 [config.redis_server, "--port", str(port), "--bind", config.host, "--save", "",
                  "--appendonly", "no", "--dir", str(node_dir), "--daemonize", "no",
-                 *redis_cluster.node_args(bus_port=bus_port, directory=node_dir,
-                                          node_timeout_ms=timeout_ms)],
+                 *redis_cluster.node_args(bus_port=bus_port, directory=node_dir)],
                 base_env, config.host, port, logs / f"redis-{i + 1}.log",
                 redis_cluster_probe_of(config.host, port, nodes))
             if config.redis_replicas:
                 # Back before its replica took over, a crashed master (no persistence) would
                 # serve its slots again empty; later, it rejoins as that replica's replica.
-                child.restart_delay = redis_cluster.failover_time(timeout_ms)
+                child.restart_delay = redis_cluster.failover_time(redis_cluster.NODE_TIMEOUT_MS)
                 child.info = {"role": None}
             self.children.append(child)
         urls = [f"redis://{config.host}:{port}/0" for port in ports[::2]]
@@ -225,7 +237,8 @@ class Supervisor:
         state = {
             "supervisor": {"pid": os.getpid(), "state": self.state, "started_at": self.started_at,
                            "directory": str(self.directory)},
-            "proxy_url": f"http://{self.config.host}:{self.config.proxy_port}",
+            "proxy_url": self.config.proxy_url,
+            "tls": self.config.tls,
             "caddy_admin": self.caddy_admin,
             "database": {**self.database_info, "url": redact(self.database_url)},
             "redis_url": self.redis_url,

@@ -1,7 +1,8 @@
 """The edge: the instance's one listening port, on Trio, for HTTP/1.1 and websockets.
 
     listener   ``Edge``: accepting, answering, the request log and metrics, draining
-    http       one connection's HTTP/1.1 (httptools)
+    http       one connection's HTTP/1.1: answering in order, deadlines, writing responses
+    reader     requests from bytes (httptools), their rules and byte budgets; no I/O
     router     the edge's routes: REST handlers and websocket endpoints
     websocket  RFC 6455: the handshake and frames, as a session ``Transport``
     asgi       what the edge does not serve itself goes to the Quart app

@@ -2,7 +2,9 @@
 requests only (websockets never reach it), one whole request in, one whole response out.
 
 ``serve_lifespan`` runs the application's lifespan (startup before the first request,
-shutdown when cancelled); ``respond`` answers one request through it.
+shutdown when cancelled); ``respond`` answers one request through it; ``passed_on`` is a
+router handler that does, so that the application's routes stand in the edge's one table
+(matched, named in the metrics and the log, 405'd there like the edge's own).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[..., Awaitable[None]]
 
 LIFESPAN_TIMEOUT = 10.0
-ROUTE_KEY = "nursery.route"  # the app may record the route it matched here, for the log
 
 
 class LifespanFailed(Exception):
@@ -84,8 +85,18 @@ async def serve_lifespan(
             app_scope.cancel()
 
 
-async def respond(app: ASGIApp, request: Request, server: tuple[str, int]) -> Response:
-    """The application's response to ``request`` (buffered whole: ours are small)."""
+def passed_on(app: ASGIApp) -> Callable[..., Awaitable[Response]]:
+    """A route handler that answers from ``app`` (the route's parameters are the app's to read
+    again from the path)."""
+    async def handler(request: Request, **params: str) -> Response:
+        return await respond(app, request)
+
+    return handler
+
+
+async def respond(app: ASGIApp, request: Request, server: tuple[str, int] | None = None) -> Response:
+    """The application's response to ``request`` (buffered whole: ours are small). ``server``:
+    the listening address, if known (ASGI allows None; the Host header names it anyway)."""
     headers = [(name.encode("latin-1"), value.encode("latin-1"))
                for name, value in request.headers.items()]
     scope: dict[str, Any] = {
@@ -125,7 +136,6 @@ async def respond(app: ASGIApp, request: Request, server: tuple[str, int]) -> Re
 
     await app(scope, receive, send)
     response.body = b"".join(body)
-    request.route = scope.get(ROUTE_KEY)
     # The edge sets these itself, once.
     response.headers = [(n, v) for n, v in response.headers
                         if n.lower() not in ("content-length", "connection", "date")]

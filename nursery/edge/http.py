@@ -1,12 +1,29 @@
-"""HTTP/1.1 on one connection: requests parsed by httptools (llhttp, Node.js's parser) and
-answered in order, kept alive between requests.
+"""HTTP/1.1 on one connection: requests read by ``reader.RequestReader`` (httptools) and
+answered one at a time, in order, kept alive between requests.
 
 ``serve_http`` reads requests off a socket and hands each one to a ``Responder`` (the edge's
 routes, or the Quart app behind them); a websocket upgrade hands the socket over for good.
-Limits: ``max_body`` bytes of body (413), ``MAX_HEADERS`` headers of ``MAX_HEADER_BYTES`` in all
-(431), ``MAX_URL`` bytes of URL (414). Timeouts: an idle keep-alive connection is closed after
-``idle_timeout`` seconds, a request must arrive whole within ``request_timeout`` (else 408), a
-response must be written within ``send_timeout``.
+
+Every cost a client can cause has a budget (``HttpLimits``, from ``nursery.config``):
+
+- bytes: a URL (414), a request's header fields (count and bytes, 431), its body (413). The
+  header bytes are a running total of what was read while the head was incomplete, so a line
+  that never ends is refused too (httptools only calls back on whole fields and keeps the
+  partial one itself); the chunk-size lines, chunk extensions and trailers of a chunked body
+  count against the same budget.
+- time: one deadline per request from its first byte, not a timer restarted by every read:
+  the head within ``header_timeout``, then the body at ``body_min_rate`` bytes a second or
+  faster (after a first ``header_timeout``), all of it within ``request_timeout`` (else 408
+  and close). An idle keep-alive connection is closed after ``idle_timeout``; bytes that start
+  no request (blank lines) do not keep it open. A response must be written within
+  ``send_timeout``.
+- the instance: a checkpoint per request, so a read of thousands of pipelined requests is
+  answered without holding the other tasks.
+
+Answers are given strictly in order: a request that breaks the rules after good pipelined ones
+is refused (and the connection closed) only after their answers, and ``100 Continue`` is sent
+only once the earlier answers are written, never to an HTTP/1.0 client (RFC 9110 §10.1.1).
+What is refused, and why: ``edge.reader``; a method our routes do not serve is a 501 here.
 """
 
 from __future__ import annotations
@@ -14,17 +31,15 @@ from __future__ import annotations
 import email.utils
 import socket
 import time
-from collections import deque
 from collections.abc import Iterable
-from typing import Any, Protocol
-from urllib.parse import parse_qsl, unquote
+from typing import Protocol
 
-import httptools
 import trio
 
-MAX_HEADERS = 100
-MAX_HEADER_BYTES = 32 * 1024
-MAX_URL = 8 * 1024
+from nursery.edge.reader import HttpLimits as HttpLimits
+from nursery.edge.reader import Request as Request
+from nursery.edge.reader import RequestReader
+
 RECEIVE_BUFFER = 65536
 
 REASONS = {
@@ -34,55 +49,8 @@ REASONS = {
     413: "Content Too Large", 414: "URI Too Long", 415: "Unsupported Media Type",
     422: "Unprocessable Content", 426: "Upgrade Required", 429: "Too Many Requests",
     431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported",
 }
-
-
-class Request:
-    """One request, whole. ``headers`` has lower-case names (repeated ones joined with ", ").
-    The handlers fill in ``route`` and ``who`` for the request log."""
-
-    __slots__ = ("method", "raw_path", "path", "query_string", "headers", "body", "client",
-                 "http_version", "keep_alive", "upgrade", "route", "who", "request_id", "started",
-                 "_args")
-
-    def __init__(
-        self,
-        method: str,
-        raw_path: bytes,
-        query_string: bytes,
-        headers: dict[str, str],
-        body: bytes,
-        client: tuple[str, int],
-        http_version: str = "1.1",
-        keep_alive: bool = True,
-        upgrade: bool = False,
-    ) -> None:
-        self.method = method
-        self.raw_path = raw_path
-        self.path = unquote(raw_path.decode("ascii", "replace"))
-        self.query_string = query_string
-        self.headers = headers
-        self.body = body
-        self.client = client
-        self.http_version = http_version
-        self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.route: str | None = None  # the route pattern that served it
-        self.who: Any = None  # the authenticated principal, if any
-        self.request_id = ""
-        self.started = 0.0  # perf_counter() when its answer began
-        self._args: dict[str, str] | None = None
-
-    @property
-    def args(self) -> dict[str, str]:
-        """The query string's parameters (the first value of a repeated one)."""
-        if self._args is None:
-            args: dict[str, str] = {}
-            for name, value in parse_qsl(self.query_string.decode("latin-1"), keep_blank_values=True):
-                args.setdefault(name, value)
-            self._args = args
-        return self._args
 
 
 class Response:
@@ -107,10 +75,7 @@ class Response:
 class Responder(Protocol):
     """What answers requests on a connection (the edge)."""
 
-    idle_timeout: float
-    request_timeout: float
-    send_timeout: float
-    max_body: int
+    http_limits: HttpLimits
 
     def draining(self) -> bool: ...
 
@@ -138,125 +103,55 @@ class Upgrade:
 _received = bytearray(RECEIVE_BUFFER)
 
 
-class _Parsing:
-    """httptools' callback target: collects the requests of one connection."""
-
-    __slots__ = ("parser", "client", "max_body", "ready", "_url", "_headers", "_header_bytes",
-                 "_body", "_body_size", "started", "refusal", "expects_continue")
-
-    def __init__(self, client: tuple[str, int], max_body: int) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.client = client
-        self.max_body = max_body
-        self.ready: deque[Request] = deque()
-        self.started = False  # a request is partly read
-        self.refusal: tuple[int, str, str] | None = None  # (status, code, message): answer, close
-        self.expects_continue = False  # the client waits for "100 Continue" before its body
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
-        self._body: list[bytes] = []
-        self._body_size = 0
-
-    def on_message_begin(self) -> None:
-        self.started = True
-        self._url, self._headers, self._header_bytes = b"", [], 0
-        self._body, self._body_size = [], 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > MAX_URL:
-            self._refuse(414, "too_large", f"URLs are limited to {MAX_URL} bytes")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-        self._header_bytes += len(name) + len(value)
-        if len(self._headers) > MAX_HEADERS or self._header_bytes > MAX_HEADER_BYTES:
-            self._refuse(431, "too_large", "too many or too large headers")
-
-    def on_headers_complete(self) -> None:
-        length = next((v for n, v in self._headers if n.lower() == b"content-length"), None)
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            self._refuse(413, "too_large", f"request bodies are limited to {self.max_body} bytes")
-        expect = next((v for n, v in self._headers if n.lower() == b"expect"), b"")
-        self.expects_continue = expect.lower() == b"100-continue"
-
-    def on_body(self, body: bytes) -> None:
-        self._body_size += len(body)
-        if self._body_size > self.max_body:
-            self._refuse(413, "too_large", f"request bodies are limited to {self.max_body} bytes")
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.started = False
-        parser = self.parser
-        url = httptools.parse_url(self._url)
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in self._headers:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.ready.append(Request(
-            parser.get_method().decode("ascii", "replace"), url.path or b"/", url.query or b"",
-            headers, b"".join(self._body), self.client, parser.get_http_version(),
-            parser.should_keep_alive(), parser.should_upgrade(),
-        ))
-
-    def unfinished(self) -> Request:
-        """The request being read, as far as it is known (to answer it with an error)."""
-        try:
-            path = httptools.parse_url(self._url).path or b"/"
-        except httptools.HttpParserInvalidURLError:
-            path = b"/"
-        return Request("-", path, b"", {}, b"", self.client, keep_alive=False)
-
-    def _refuse(self, status: int, code: str, message: str) -> None:
-        self.refusal = (status, code, message)
-        raise _Refused()  # stops the parser (it raises HttpParserCallbackError)
-
-
-class _Refused(Exception):
-    pass
-
-
 async def serve_http(sock: socket.socket, client: tuple[str, int], edge: Responder) -> Upgrade | None:
     """Answer the requests of one connection until it closes or times out (None), or until
     a websocket upgrade, which is returned unanswered: the caller takes the socket over.
     The caller closes the socket."""
-    parsing = _Parsing(client, edge.max_body)
+    limits = edge.http_limits
+    reader = RequestReader(client, limits, trio.current_time)
+    idle_since = trio.current_time()
     while True:
-        while not parsing.ready:
-            timeout = edge.request_timeout if parsing.started else edge.idle_timeout
-            with trio.move_on_after(timeout):
-                await trio.lowlevel.wait_readable(sock)
-                n = _receive(sock)
-                if n is None:
-                    return None  # the client closed, or the connection broke
-                try:
-                    parsing.parser.feed_data(memoryview(_received)[:n])
-                except httptools.HttpParserUpgrade as upgrading:
-                    request = parsing.ready.pop()
-                    if parsing.ready or not request.upgrade:
-                        return None  # requests pipelined before an upgrade: not served
-                    return Upgrade(request, bytes(_received[upgrading.args[0]:n]))
-                except httptools.HttpParserError:  # also what a callback's ``_refuse`` raises
-                    refusal = parsing.refusal or (400, "malformed", "not a valid HTTP/1.1 request")
-                    await _refuse(sock, edge, parsing.unfinished(), *refusal)
-                    return None
-                if parsing.expects_continue:
-                    parsing.expects_continue = False
-                    await send_all(sock, b"HTTP/1.1 100 Continue\r\n\r\n")
-                continue
-            if parsing.started:
-                await _refuse(sock, edge, parsing.unfinished(), 408, "timeout",
-                              "the request did not arrive in time")
-            return None  # idle for too long: closed without a word, as keep-alive allows
-        request = parsing.ready.popleft()
-        if request.upgrade:
-            return Upgrade(request, b"")
-        response = await edge.respond(request)
-        keep_alive = request.keep_alive and not edge.draining()
-        if not await write_response(sock, edge, request, response, keep_alive=keep_alive) or not keep_alive:
+        first = True  # the first request of a read comes after a checkpoint (the wait)
+        while reader.ready:
+            request = reader.ready.popleft()
+            if request.upgrade:
+                return Upgrade(request, reader.leftover)
+            # One request at a time, each after a checkpoint: one read of thousands of
+            # pipelined requests must not hold every other task of the instance.
+            if not first:
+                await trio.lowlevel.checkpoint()
+            first = False
+            response = await _answer(edge, request)
+            keep_alive = request.keep_alive and not edge.draining()
+            written = await write_response(sock, edge, request, response, keep_alive=keep_alive)
+            if not written or not keep_alive:
+                return None
+            idle_since = trio.current_time()
+            reader.restart_clocks(idle_since)
+        if reader.refusal is not None:  # after the answers to the requests before it
+            await _refuse(sock, edge, reader.unfinished(), *reader.refusal)
             return None
+        if reader.expects_continue:  # the earlier answers are written: it may send its body
+            reader.expects_continue = False
+            with trio.move_on_after(limits.send_timeout):
+                if not await send_all(sock, b"HTTP/1.1 100 Continue\r\n\r\n"):
+                    return None
+            reader.restart_clocks(trio.current_time())
+        with trio.move_on_at(reader.deadline(idle_since)):
+            await trio.lowlevel.wait_readable(sock)
+            n = _receive(sock)
+            if n is None:
+                return None  # the client closed, or the connection broke
+            reader.feed(memoryview(_received)[:n])
+            continue
+        if reader.started:
+            await _refuse(sock, edge, reader.unfinished(), 408, "timeout",
+                          "the request did not arrive in time")
+        return None  # idle for too long: closed without a word, as keep-alive allows
+
+
+async def _answer(edge: Responder, request: Request) -> Response:
+    return await edge.respond(request)
 
 
 def _receive(sock: socket.socket) -> int | None:
@@ -295,7 +190,7 @@ async def write_response(
     elif request.http_version == "1.0":
         head.append("connection: keep-alive\r\n")
     data = "".join(head).encode("latin-1") + b"\r\n" + body
-    with trio.move_on_after(edge.send_timeout):
+    with trio.move_on_after(edge.http_limits.send_timeout):
         return await send_all(sock, data)
     return False
 

@@ -1,14 +1,20 @@
 """The edge: one listening port for everything an instance serves, on Trio.
 
 Every connection gets one task, which reads its HTTP requests (``http.serve_http``) and
-answers each from the edge's own routes (``Router``: the REST API) or, for everything else,
-from the Quart app (``asgi``: GraphQL over HTTP, the web page, health, metrics). A websocket
+answers each by its route in one table (``Router``): the edge's own handlers (REST, health) or
+the Quart app's routes, passed on (``asgi``: GraphQL over HTTP, the web page, metrics); a path
+no route claims goes to the app too, for its 404. A websocket
 upgrade to one of the router's socket paths turns the connection into that endpoint's
 session, in the same task, until it closes.
 
 What every response gets is decided here, once (``finish``): the hardening headers and CORS
 (``api.security``), ``X-Request-ID``, ``Connection: close`` while draining, the request's
 metrics and its access log line.
+
+Accepting is bounded too: a peer address over ``EdgeLimits.connections_per_client`` open
+connections gets a 429 and a close before anything is read (never the trusted proxy nor the
+``uncapped_peers``), and when the process is out of file descriptors the listener backs off
+(0.1 s doubling to 2 s) and says so at most once a minute instead of spinning.
 
 Shutdown (driven by ``server.py``): ``stop_accepting`` closes the listener; ``wait_idle``
 waits until no request is being answered and no websocket is open; cancelling ``serve``
@@ -17,7 +23,9 @@ closes what is left (idle keep-alive connections).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import ipaddress
 import logging
 import socket
 import time
@@ -29,17 +37,39 @@ import trio
 
 from nursery import logs
 from nursery.edge import asgi
-from nursery.edge.http import Request, Response, send_all, serve_http, write_response
+from nursery.edge.http import HttpLimits, Request, Response, send_all, serve_http, write_response
 from nursery.edge.router import Router, SocketRoute
-from nursery.edge.websocket import WebSocket, accept_key
+from nursery.edge.websocket import FrameLimits, WebSocket, accept_key
 from nursery.errors import NurseryError
 from nursery.metrics import Metrics
-from nursery.protocol.close_codes import GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE
 
 log = logging.getLogger(__name__)
 
 ACCEPT_BATCH = 64  # connections accepted per wake-up of the listener
-ACCEPT_RETRY = 0.1  # seconds to wait when out of file descriptors
+# Out of file descriptors: wait before accepting again, twice as long each time (up to
+# ACCEPT_BACKOFF_MAX), and say so at most every ACCEPT_LOG_PERIOD seconds.
+ACCEPT_RETRY = 0.1
+ACCEPT_BACKOFF_MAX = 2.0
+ACCEPT_LOG_PERIOD = 60.0
+# A connection over its address's cap gets a short answer, then this long to read it; at
+# most REFUSALS_LINGERING at once (a flood of them must not hold the fds the cap protects).
+REFUSAL_LINGER = 1.0
+REFUSALS_LINGERING = 64
+RECEIVE_DRAIN = 4096
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+_TOO_MANY_CONNECTIONS_BODY = (
+    b'{"error": {"code": "too_many_connections", "message": "too many open connections from '
+    b'this address", "details": null}}'
+)
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: "
+    + str(len(_TOO_MANY_CONNECTIONS_BODY)).encode() + b"\r\n\r\n" + _TOO_MANY_CONNECTIONS_BODY
+)
 
 
 class Hardening(Protocol):
@@ -61,11 +91,13 @@ class ErrorShape(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EdgeLimits:
-    max_body: int = 64 * 1024
-    max_message: int = 64 * 1024  # websocket messages
-    idle_timeout: float = 75.0  # keep-alive: longer than the proxy's own (conf/Caddyfile)
-    request_timeout: float = 30.0
-    send_timeout: float = 10.0
+    http: HttpLimits = HttpLimits()
+    websocket: FrameLimits = FrameLimits()  # what one websocket's client may cost
+    # Open connections per client address, counted at accept on the socket's peer; None: no
+    # cap (behind a trusted proxy every connection comes from the proxy). Peers in
+    # ``uncapped_peers`` (the proxy, load generators on the same host) are never capped.
+    connections_per_client: int | None = 256
+    uncapped_peers: tuple[IPNetwork, ...] = LOOPBACK
 
 
 class InFlight:
@@ -106,10 +138,8 @@ class Edge:
         self.router = router
         self._app = app
         self._limits = limits
-        self.max_body = limits.max_body
-        self.idle_timeout = limits.idle_timeout
-        self.request_timeout = limits.request_timeout
-        self.send_timeout = limits.send_timeout
+        self.http_limits = limits.http
+        self.send_timeout = limits.http.send_timeout
         self._hardening = hardening
         self._errors = errors
         self._metrics = metrics
@@ -117,6 +147,10 @@ class Edge:
         self.in_flight = InFlight()
         self._listener: socket.socket | None = None
         self._server: tuple[str, int] = ("", 0)
+        self._per_client: dict[str, int] = {}  # open connections of the capped addresses
+        self._refused_connections = 0  # since last logged
+        self._refusals_logged_at = -ACCEPT_LOG_PERIOD
+        self._lingering = 0  # refused connections being answered
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -150,6 +184,8 @@ class Edge:
         await self.in_flight.wait_idle()
 
     async def _accept(self, listener: socket.socket, nursery: trio.Nursery) -> None:
+        backoff = ACCEPT_RETRY
+        failures, logged_at = 0, -ACCEPT_LOG_PERIOD
         while self._listener is listener:
             try:
                 await trio.lowlevel.wait_readable(listener)
@@ -161,14 +197,80 @@ class Edge:
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    if exc.errno not in _OUT_OF_FDS:
                         raise
-                    log.warning("cannot accept a connection: %s; retrying", exc.strerror)
-                    await trio.sleep(ACCEPT_RETRY)
+                    # Waiting connections stay in the backlog; the ones we serve end meanwhile.
+                    failures += 1
+                    if trio.current_time() - logged_at >= ACCEPT_LOG_PERIOD:
+                        log.warning("cannot accept connections: %s (%d times since last said); "
+                                    "retrying in %.1f s", exc.strerror, failures, backoff)
+                        failures, logged_at = 0, trio.current_time()
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
                     break
+                backoff = ACCEPT_RETRY
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                host = address[0]
+                if not self._admit(host):
+                    self._refuse_connection(sock, nursery)
+                    continue
                 nursery.start_soon(self._connection, sock, address[:2])
+
+    def _admit(self, host: str) -> bool:
+        """Count a new connection from ``host``; False if its address is over the cap."""
+        cap = self._limits.connections_per_client
+        if cap is None or _uncapped(host, self._limits.uncapped_peers):
+            return True
+        count = self._per_client.get(host, 0)
+        if count >= cap:
+            return False
+        self._per_client[host] = count + 1
+        return True
+
+    def _release(self, host: str) -> None:
+        count = self._per_client.get(host)
+        if count is None:
+            return  # an uncapped peer
+        if count > 1:
+            self._per_client[host] = count - 1
+        else:
+            del self._per_client[host]
+
+    def _refuse_connection(self, sock: socket.socket, nursery: trio.Nursery) -> None:
+        """429 to a connection over its address's cap, then close: no request is read."""
+        self._refused_connections += 1
+        now = trio.current_time()
+        if now - self._refusals_logged_at >= ACCEPT_LOG_PERIOD:
+            log.warning("refused %d connections over NURSERY_HTTP_CONNECTIONS_PER_CLIENT",
+                        self._refused_connections)
+            self._refused_connections, self._refusals_logged_at = 0, now
+        if self._lingering < REFUSALS_LINGERING:
+            self._lingering += 1
+            nursery.start_soon(self._linger, sock)
+            return
+        with contextlib.suppress(OSError):
+            sock.send(TOO_MANY_CONNECTIONS)  # a few hundred bytes: the empty buffer takes them
+        sock.close()
+
+    async def _linger(self, sock: socket.socket) -> None:
+        """Write the refusal, half-close, and read what the client sent for up to
+        ``REFUSAL_LINGER``: a close with its request unread would reset the connection, and
+        the client might never see the answer."""
+        try:
+            with trio.move_on_after(REFUSAL_LINGER):
+                if await send_all(sock, TOO_MANY_CONNECTIONS):
+                    sock.shutdown(socket.SHUT_WR)
+                    while True:
+                        await trio.lowlevel.wait_readable(sock)
+                        if not sock.recv(RECEIVE_DRAIN):
+                            break
+        except OSError:
+            pass
+        finally:
+            self._lingering -= 1
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
 
     async def _connection(self, sock: socket.socket, client: tuple[str, int]) -> None:
         try:
@@ -179,6 +281,7 @@ class Edge:
             # A bug serving one connection must not take the instance down with it.
             log.exception("a connection failed")
         finally:
+            self._release(client[0])
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
@@ -259,7 +362,7 @@ class Edge:
         self, sock: socket.socket, request: Request, leftover: bytes, route: SocketRoute,
         chosen: str | None,
     ) -> None:
-        ws = WebSocket(sock, max_message=self._limits.max_message, leftover=leftover)
+        ws = WebSocket(sock, limits=self._limits.websocket, leftover=leftover)
         # A socket may live for days: it keeps only the header its session may read.
         request.headers = {k: v for k, v in request.headers.items() if k == "x-forwarded-for"}
         started = time.perf_counter()
@@ -267,7 +370,7 @@ class Edge:
         try:
             if route.subprotocol is not None and chosen is None:
                 with trio.move_on_after(self.send_timeout):
-                    await ws.close(GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE, "Subprotocol not acceptable")
+                    await ws.close(route.unacceptable_code, "Subprotocol not acceptable")
                 outcome = None
             else:
                 outcome = await route.handler(request, ws)
@@ -276,6 +379,14 @@ class Edge:
         if outcome is not None:
             logs.websocket(request.path, outcome.code, outcome.reason, time.perf_counter() - started,
                            outcome.frames_in, outcome.frames_out, request.who)
+
+
+def _uncapped(host: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _handshake_refusal(request: Request) -> tuple[int, str, str] | None:

@@ -37,6 +37,9 @@ class SocketRoute:
     handler: SocketHandler
     subprotocol: str | None  # the one the client must offer (None: none is negotiated)
     plain_http: bool  # the path also answers plain requests (through the fallback)
+    # The close code for a client that did not offer ``subprotocol``: the protocol's own
+    # (graphql-transport-ws: 4406), handed in by the API so that the edge knows no protocol.
+    unacceptable_code: int = 1002
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +84,13 @@ class Router:
         return self.route("DELETE", pattern)
 
     def websocket(
-        self, path: str, *, subprotocol: str | None = None, plain_http: bool = False
+        self, path: str, *, subprotocol: str | None = None, unacceptable_code: int = 1002,
+        plain_http: bool = False,
     ) -> Callable[[SocketHandler], SocketHandler]:
+        """Register a websocket endpoint. ``subprotocol``: the one the client must offer; one
+        that does not is closed with ``unacceptable_code`` right after the upgrade."""
         def register(handler: SocketHandler) -> SocketHandler:
-            self._sockets[path] = SocketRoute(handler, subprotocol, plain_http)
+            self._sockets[path] = SocketRoute(handler, subprotocol, plain_http, unacceptable_code)
             return handler
 
         return register

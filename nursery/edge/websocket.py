@@ -7,30 +7,59 @@ only what the kernel refuses waits in the outbox, which the session flushes (``d
 ``sendmsg`` for many frames).
 
 No extensions: a client's offer of permessage-deflate is declined (it costs ~100 KB per socket
-and CPU per message). Text and binary messages, fragmented or not, up to ``max_message`` bytes
-(1009 above). Control frames are answered here: a ping with its pong (skipped while the outbox
-is not empty, as the RFC allows: a client that pings without reading cannot grow it), a close
-with ours, after which ``receive`` raises ``TransportClosed``.
+and CPU per message). Text and binary messages, fragmented or not. Control frames are answered
+here: a ping with its pong (skipped while the outbox is not empty, as the RFC allows: a client
+that pings without reading cannot grow it), a close with ours, after which ``receive`` raises
+``TransportClosed``.
+
+Budgets (``FrameLimits``), checked as the bytes arrive, each failing the connection at once:
+
+- bytes per message, ``max_message``: 1009, as soon as a frame's header announces more;
+- frames per message, ``max_fragments`` (empty ones too): 1009;
+- frames per second, ``frame_rate``, every frame counted (data, continuation, ping, pong,
+  close): 1008;
+- one incomplete frame is kept, at most ``max_message`` bytes of payload; a fragmented message
+  is kept as its pieces (joined once, at its end);
+- at most ``FRAMES_PER_CHECKPOINT`` frames are parsed before the task lets others run, so a
+  read full of tiny frames cannot hold the instance.
+
+Stricter than the RFC's MAY, as wsproto is: a length not in its shortest encoding, or a 64-bit
+length with its top bit set, is 1002 (RFC 6455 5.2); a text message's UTF-8 is checked as its
+bytes arrive, so an invalid sequence fails the connection (1007) without waiting for the
+rest of the frame or message (Autobahn 6.4.x "fail fast").
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
+import enum
 import hashlib
 import socket
 import struct
+import time
 from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
-from nursery.protocol.close_codes import NOT_TEXT, PROTOCOL_VIOLATION, TOO_BIG, ProtocolError
-from nursery.service.session import TransportClosed
+from nursery.protocol.close_codes import (
+    BAD_MESSAGE,
+    NOT_TEXT,
+    PROTOCOL_VIOLATION,
+    TOO_BIG,
+    ProtocolError,
+    TransportClosed,
+)
+from nursery.rates import Rate
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours
 RECEIVE_BUFFER = 65536
 WRITEV_MAX = 64  # frames per sendmsg
+FRAMES_PER_CHECKPOINT = 128  # frames parsed before the task yields (well under 1 ms of work)
 
 OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
 OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
@@ -40,6 +69,48 @@ _VALID_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 
 
 # One receive buffer for the whole process: a read is parsed before the next read anywhere.
 _received = bytearray(RECEIVE_BUFFER)
+
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class FrameLimits:
+    """What one websocket's client may cost (see the module's budgets)."""
+
+    max_message: int = 64 * 1024  # bytes of one message, all its frames together
+    max_fragments: int = 1024  # frames of one message: 64 KiB in 64-byte pieces
+    frame_rate: Rate = Rate(2000, 1.0)  # frames of any kind, bursts included
+    # The frame rate's GCRA, worked out once: each frame's cost, and how far ahead of now
+    # the frames may run (``per``; a millionth more: a float's rounding is not a frame too many).
+    frame_interval: float = field(init=False)
+    frame_burst: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame_interval", self.frame_rate.interval)
+        object.__setattr__(self, "frame_burst", self.frame_rate.per * 1.000001)
+
+
+class _Pause(enum.Enum):
+    """``_next_message``'s answer when it parsed its batch of frames: let others run."""
+
+    PAUSE = 0
+
+
+PAUSE = _Pause.PAUSE
+
+
+class _Message:
+    """A message being received: its pieces (text decoded as it comes: ``decoder`` is None
+    for a binary message), and how much of the frame at the head of the buffer was taken."""
+
+    __slots__ = ("pieces", "size", "frames", "decoder", "checked")
+
+    def __init__(self, opcode: int) -> None:
+        self.pieces: list[Any] = []  # str for a text message, bytes for a binary one
+        self.size = 0  # payload bytes of the frames received whole
+        self.frames = 0  # frames received whole
+        self.decoder = _utf8_decoder() if opcode == OP_TEXT else None
+        self.checked = 0  # payload bytes of the incomplete head frame already decoded
 
 
 def accept_key(key: str) -> str:
@@ -70,10 +141,13 @@ def close_payload(code: int, reason: str) -> bytes:
     return struct.pack("!H", code) + data
 
 
-def _unmask(data: bytes | bytearray, mask: bytes) -> bytes:
+def _unmask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """``data`` XOR the mask, ``data`` starting ``offset`` bytes into the payload."""
     n = len(data)
     if not n:
         return b""
+    if offset % 4:
+        mask = mask[offset % 4:] + mask[:offset % 4]
     key = (mask * (n // 4 + 1))[:n]
     return (int.from_bytes(data) ^ int.from_bytes(key)).to_bytes(n)
 
@@ -83,17 +157,20 @@ class WebSocket:
     handshake is done. ``leftover``: bytes the client sent after its handshake request.
     The caller closes the socket when the session is over."""
 
-    __slots__ = ("_sock", "_max_message", "_buffer", "_outbox", "_fragments", "_fragment_op",
-                 "_closed")
+    __slots__ = ("_sock", "_limits", "_buffer", "_outbox", "_message", "_closed", "_tat",
+                 "_unyielded")
 
-    def __init__(self, sock: socket.socket, *, max_message: int, leftover: bytes = b"") -> None:
+    def __init__(
+        self, sock: socket.socket, *, limits: FrameLimits, leftover: bytes = b""
+    ) -> None:
         self._sock = sock
-        self._max_message = max_message
+        self._limits = limits
         self._buffer: bytearray | None = bytearray(leftover) if leftover else None
         self._outbox: deque[bytes | memoryview] | None = None
-        self._fragments: list[bytes] | None = None
-        self._fragment_op = 0
+        self._message: _Message | None = None  # a fragmented (or half-read text) message
         self._closed = False  # a close frame is queued: nothing more is sent
+        self._tat = 0.0  # GCRA state of the frame rate (theoretical arrival time)
+        self._unyielded = 0  # frames parsed since this task last let others run
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -101,6 +178,11 @@ class WebSocket:
         if self._closed:
             raise TransportClosed()
         self._write(frame(OP_TEXT, text.encode()))
+
+    def send_binary(self, data: bytes) -> None:
+        if self._closed:
+            raise TransportClosed()
+        self._write(frame(OP_BINARY, data))
 
     @property
     def backlog(self) -> int:
@@ -147,12 +229,17 @@ class WebSocket:
     async def receive(self) -> str | bytes:
         while True:
             message = self._next_message()
-            if message is not None:
+            if message is None:
+                await self._read()
+            elif message is PAUSE:
+                await trio.lowlevel.checkpoint()
+                self._unyielded = 0
+            else:
                 return message
-            await self._read()
 
     async def _read(self) -> None:
         await trio.lowlevel.wait_readable(self._sock)
+        self._unyielded = 0
         try:
             n = self._sock.recv_into(_received)
         except BlockingIOError:
@@ -166,77 +253,161 @@ class WebSocket:
         else:
             self._buffer += memoryview(_received)[:n]
 
-    def _next_message(self) -> str | bytes | None:
-        """The next complete message in the buffer, answering control frames on the way."""
-        while self._buffer:
-            parsed = self._next_frame(self._buffer)
-            if parsed is None:
-                return None
-            fin, opcode, payload = parsed
-            if opcode >= OP_CLOSE:
-                self._control(opcode, payload)
-                continue
-            message = self._assemble(fin, opcode, payload)
-            if message is not None:
-                return message
-        return None
+    def _next_message(self) -> str | bytes | _Pause | None:
+        """The next complete message in the buffer, answering control frames on the way;
+        None when more bytes are needed, ``PAUSE`` after a batch of frames.
 
-    def _next_frame(self, buffer: bytearray) -> tuple[bool, int, bytes] | None:
-        """Take one whole frame off ``buffer`` (None: not all there yet)."""
-        if len(buffer) < 2:
+        Frames are parsed at an offset and the buffer is cut once, at the end."""
+        buffer = self._buffer
+        if buffer is None:
             return None
-        first, second = buffer[0], buffer[1]
+        pos, result = 0, None
+        # The frame rate, GCRA: a burst of ``count`` frames, then ``count`` per ``per``.
+        # (time.monotonic: a third of trio.current_time's cost, and the budget is real time.)
+        limits, now = self._limits, time.monotonic()
+        interval, burst = limits.frame_interval, limits.frame_burst
+        try:
+            while result is None:
+                if self._unyielded >= FRAMES_PER_CHECKPOINT:
+                    return PAUSE
+                parsed = self._next_frame(buffer, pos)
+                if parsed is None:
+                    return None
+                pos, fin, opcode, payload = parsed
+                self._unyielded += 1
+                tat = max(self._tat, now) + interval
+                if tat - now > burst:
+                    raise ProtocolError(
+                        BAD_MESSAGE, f"more than {limits.frame_rate} websocket frames")
+                self._tat = tat
+                if opcode >= OP_CLOSE:
+                    self._control(opcode, payload)
+                else:
+                    result = self._assemble(fin, opcode, payload)
+            return result
+        finally:
+            if pos:
+                del buffer[:pos]
+                if not buffer:
+                    self._buffer = None
+
+    def _next_frame(
+        self, buffer: bytearray, pos: int
+    ) -> tuple[int, bool, int, bytes] | None:
+        """The frame at ``pos`` if it is all there: (its end, fin, opcode, payload unmasked).
+        Everything its header says is checked as soon as the header is in."""
+        available = len(buffer) - pos
+        if available < 2:
+            return None
+        first, second = buffer[pos], buffer[pos + 1]
         if first & 0x70:
             raise ProtocolError(PROTOCOL_VIOLATION, "reserved bits set: no extension was agreed")
         if not second & 0x80:
             raise ProtocolError(PROTOCOL_VIOLATION, "client frames must be masked")
-        fin, opcode, length, start = bool(first & 0x80), first & 0x0F, second & 0x7F, 2
-        if opcode >= OP_CLOSE and (not fin or length > 125):
-            raise ProtocolError(PROTOCOL_VIOLATION, "control frames are short and whole")
+        fin, opcode, length, start = bool(first & 0x80), first & 0x0F, second & 0x7F, pos + 2
+        if opcode >= OP_CLOSE:
+            if opcode > OP_PONG:
+                raise ProtocolError(PROTOCOL_VIOLATION, f"unknown control opcode {opcode}")
+            if not fin or length > 125:
+                raise ProtocolError(PROTOCOL_VIOLATION, "control frames are short and whole")
+        elif self._message is not None or not OP_TEXT <= opcode <= OP_BINARY:  # not the usual
+            self._check_data_frame(opcode)
         if length == 126:
-            if len(buffer) < 4:
+            if available < 4:
                 return None
-            (length,), start = struct.unpack_from("!H", buffer, 2), 4
+            length, start = (buffer[pos + 2] << 8) | buffer[pos + 3], pos + 4
+            if length < 126:
+                raise ProtocolError(PROTOCOL_VIOLATION, "a length not in its shortest form")
         elif length == 127:
-            if len(buffer) < 10:
+            if available < 10:
                 return None
-            (length,), start = struct.unpack_from("!Q", buffer, 2), 10
-        if length > self._max_message:
-            raise ProtocolError(TOO_BIG, f"messages are limited to {self._max_message} bytes")
+            (length,), start = struct.unpack_from("!Q", buffer, pos + 2), pos + 10
+            if length >> 63:
+                raise ProtocolError(PROTOCOL_VIOLATION, "a 64-bit length with its top bit set")
+            if length < 65536:
+                raise ProtocolError(PROTOCOL_VIOLATION, "a length not in its shortest form")
+        message = self._message
+        if opcode < OP_CLOSE:
+            size = length + (message.size if message is not None and opcode == 0 else 0)
+            if size > self._limits.max_message:
+                raise ProtocolError(
+                    TOO_BIG, f"messages are limited to {self._limits.max_message} bytes")
         end = start + 4 + length
         if len(buffer) < end:
+            if opcode != OP_BINARY and opcode < OP_CLOSE and length:
+                self._check_text_so_far(buffer, start, opcode)
             return None
-        payload = _unmask(buffer[start + 4:end], bytes(buffer[start:start + 4]))
-        del buffer[:end]
-        if not buffer:
-            self._buffer = None
-        return fin, opcode, payload
+        mask = bytes(buffer[start:start + 4])
+        checked = message.checked if message is not None and opcode < OP_CLOSE else 0
+        payload = _unmask(buffer[start + 4 + checked:end], mask, checked)
+        return end, fin, opcode, payload
 
-    def _assemble(self, fin: bool, opcode: int, payload: bytes) -> str | bytes | None:
+    def _check_data_frame(self, opcode: int) -> None:
+        message = self._message
         if opcode == OP_CONTINUATION:
-            if self._fragments is None:
+            if message is None or not message.frames:
                 raise ProtocolError(PROTOCOL_VIOLATION, "a continuation of nothing")
-            self._fragments.append(payload)
-            if sum(map(len, self._fragments)) > self._max_message:
-                raise ProtocolError(TOO_BIG, f"messages are limited to {self._max_message} bytes")
-            if not fin:
-                return None
-            opcode, payload = self._fragment_op, b"".join(self._fragments)
-            self._fragments = None
+            if message.frames >= self._limits.max_fragments:
+                raise ProtocolError(
+                    TOO_BIG, f"messages are limited to {self._limits.max_fragments} frames")
         elif opcode in (OP_TEXT, OP_BINARY):
-            if self._fragments is not None:
+            if message is not None and message.frames:
                 raise ProtocolError(PROTOCOL_VIOLATION, "a new message inside a fragmented one")
-            if not fin:
-                self._fragments, self._fragment_op = [payload], opcode
-                return None
         else:
             raise ProtocolError(PROTOCOL_VIOLATION, f"unknown opcode {opcode}")
-        if opcode == OP_BINARY:
-            return payload
+
+    def _check_text_so_far(self, buffer: bytearray, start: int, opcode: int) -> None:
+        """Decode what is in of an incomplete text frame, so that invalid UTF-8 fails now."""
+        message = self._message
+        if message is None:
+            if opcode != OP_TEXT:
+                return
+            message = self._message = _Message(OP_TEXT)
+        if message.decoder is None:
+            return  # a binary message's continuation
+        begin = start + 4 + message.checked
+        if begin >= len(buffer):
+            return
+        mask = bytes(buffer[start:start + 4])
+        data = _unmask(memoryview(buffer)[begin:], mask, message.checked)
+        message.checked += len(data)
+        self._decode(message, data, final=False)
+
+    def _decode(self, message: _Message, data: bytes, *, final: bool) -> None:
+        assert message.decoder is not None
         try:
-            return payload.decode()
+            text = message.decoder.decode(data, final)
         except UnicodeDecodeError:
             raise ProtocolError(NOT_TEXT, "text messages must be UTF-8") from None
+        if text:
+            message.pieces.append(text)
+
+    def _assemble(self, fin: bool, opcode: int, payload: bytes) -> str | bytes | None:
+        """Add a whole data frame (``payload``: what ``_check_text_so_far`` left of it) to the
+        message; the message when it is complete."""
+        message = self._message
+        if message is None:
+            if fin:  # the usual case: a message in one frame
+                if opcode == OP_BINARY:
+                    return payload
+                try:
+                    return payload.decode()
+                except UnicodeDecodeError:
+                    raise ProtocolError(NOT_TEXT, "text messages must be UTF-8") from None
+            message = self._message = _Message(opcode)
+        message.frames += 1
+        message.size += message.checked + len(payload)
+        message.checked = 0
+        if message.decoder is not None:
+            self._decode(message, payload, final=fin)
+        elif payload:
+            message.pieces.append(payload)
+        if not fin:
+            return None
+        self._message = None
+        if message.decoder is not None:
+            return "".join(message.pieces)
+        return b"".join(message.pieces)
 
     def _control(self, opcode: int, payload: bytes) -> None:
         if opcode == OP_PING:
@@ -248,8 +419,6 @@ class WebSocket:
                 self._drop_queued()
                 self._write(frame(OP_CLOSE, _echo(payload)))
             raise TransportClosed()
-        elif opcode != OP_PONG:
-            raise ProtocolError(PROTOCOL_VIOLATION, f"unknown control opcode {opcode}")
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -266,11 +435,28 @@ class WebSocket:
         with trio.move_on_after(CLOSE_GRACE):
             try:
                 while True:
-                    while self._next_message() is not None:
-                        pass  # what the peer sent after our close frame is dropped
-                    await self._read()
-            except (TransportClosed, ProtocolError):
+                    # What the peer sent after our close frame is dropped, within the budgets.
+                    if self._next_message() is None:
+                        await self._read()
+                    else:
+                        await trio.lowlevel.checkpoint()
+                        self._unyielded = 0
+            except TransportClosed:
                 return  # its close frame (answered by ``_control``: no), or it is gone
+            except ProtocolError:
+                pass
+            # The stream does not parse (we are closing because of it): no close frame can be
+            # found in it. Our side ends (FIN after our close frame) and what the peer still
+            # sends is read and dropped until it closes too: closing with unread bytes would
+            # reset the connection, and the peer could lose our close frame.
+            self._buffer = self._message = None
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+                while True:
+                    await self._read()
+                    self._buffer = None
+            except (TransportClosed, OSError):
+                return
 
     def _drop_queued(self) -> None:
         """Forget frames not yet started; a frame half written must still be finished, or the
@@ -281,13 +467,15 @@ class WebSocket:
 
 
 def _echo(payload: bytes) -> bytes:
-    """Our answer to a peer's close frame: its code if valid (RFC 6455 5.5.1)."""
+    """Our answer to a peer's close frame (RFC 6455 5.5.1): its code if valid; 1002 for a
+    code not allowed or a 1-byte body, 1007 for a reason that is not UTF-8 (as wsproto)."""
     if len(payload) < 2:
         return b"" if not payload else close_payload(PROTOCOL_VIOLATION, "")
     (code,) = struct.unpack_from("!H", payload)
-    valid = code in _VALID_CLOSE or 3000 <= code <= 4999
+    if not (code in _VALID_CLOSE or 3000 <= code <= 4999):
+        return close_payload(PROTOCOL_VIOLATION, "")
     try:
         payload[2:].decode()
     except UnicodeDecodeError:
-        valid = False
-    return struct.pack("!H", code) if valid else close_payload(PROTOCOL_VIOLATION, "")
+        return close_payload(NOT_TEXT, "")
+    return struct.pack("!H", code)

@@ -2,7 +2,9 @@
 
 The server closes a socket for one of these reasons, decided in one place
 (``nursery.service.session``); clients decide from the code whether to reconnect
-(``RECONNECT_NOW``, ``RECONNECT_LATER``) or stop (``FINAL``). ``docs/protocol.md`` lists them
+(``RECONNECT_NOW``, ``RECONNECT_LATER``) or stop (``FINAL``). The two exceptions every socket
+speaks: ``ProtocolError`` (a frame or message not allowed: close with its code) and
+``TransportClosed`` (the peer is gone). ``docs/protocol.md`` lists them
 for users, and a test keeps that table and this module in step.
 """
 
@@ -20,6 +22,7 @@ TRY_AGAIN_LATER = 1013  # the database is down or the instance busy: reconnect a
 UNAUTHENTICATED = 4001  # missing, bad, expired or revoked credentials: do not reconnect
 TOO_SLOW = 4008  # the client did not keep up or went silent: reconnect and resume
 RATE_LIMITED = 4029  # the client sent too many messages: reconnect after a backoff
+TOO_MANY_SOCKETS = 4420  # the user has too many websockets open here: reconnect after a backoff
 
 # -- graphql-transport-ws's own (the protocol fixes them) ------------------------------------
 GRAPHQL_BAD_MESSAGE = 4400  # not a message of the protocol
@@ -43,3 +46,7 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class TransportClosed(Exception):
+    """The peer is gone: nothing more can be sent or received on the socket."""

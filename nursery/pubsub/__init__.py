@@ -1,8 +1,15 @@
-"""Messages between instances (the broker) and who is online (presence).
+"""Messages between instances (the broker) and who is online (presence): the brokers only.
+
+    broker          the interface (``Broker``, ``Presence``) and what a broker delivers
+    memory          one process
+    redis           one Redis (PUBLISH / SUBSCRIBE), and presence in Redis
+    redis_sharded   a Redis Cluster (SPUBLISH / SSUBSCRIBE, a subscription per master)
+    events          what the brokers carry (todo, session and presence changes)
 
 ``open_broker(settings)`` picks the backend by ``settings.redis_url``: unset → in-process
 (``memory``), else Redis (``redis://`` or ``rediss://``: ``Settings`` refuses any other), on
-Trio's own sockets (``resp``: no asyncio loop is needed).
+Trio's own sockets (``nursery.redis``: no asyncio loop is needed). The hub that hands the
+deliveries to this process's sockets is the service's (``service/hub.py``).
 """
 
 from __future__ import annotations
@@ -21,11 +28,6 @@ from nursery.pubsub.broker import Presence as Presence
 from nursery.pubsub.broker import Resubscribed as Resubscribed
 from nursery.pubsub.memory import MemoryBroker as MemoryBroker
 from nursery.pubsub.memory import MemoryPresence as MemoryPresence
-from nursery.pubsub.ratelimit import MemoryRateLimiter as MemoryRateLimiter
-from nursery.pubsub.ratelimit import Rate as Rate
-from nursery.pubsub.ratelimit import RateLimiter as RateLimiter
-from nursery.pubsub.ratelimit import SharedRateLimiter as SharedRateLimiter
-from nursery.pubsub.ratelimit import Verdict as Verdict
 
 
 @asynccontextmanager
@@ -57,21 +59,3 @@ async def open_broker(settings: Settings) -> AsyncIterator[tuple[Broker, Presenc
     ):
         yield broker, presence
 
-
-@asynccontextmanager
-async def open_rate_limiter(settings: Settings) -> AsyncIterator[SharedRateLimiter]:
-    """Shared counters in Redis when ``settings.redis_url`` is set (a Redis Cluster when
-    ``settings.redis_cluster``), else in this process."""
-    if not settings.redis_url:
-        memory = MemoryRateLimiter()
-        try:
-            yield memory
-        finally:
-            await memory.aclose()
-        return
-    from nursery.pubsub.redis_limits import RedisRateLimiter
-
-    async with RedisRateLimiter.open(
-        settings.redis_url, settings.broker_timeout, cluster=settings.redis_cluster
-    ) as limiter:
-        yield limiter

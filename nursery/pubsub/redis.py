@@ -19,34 +19,49 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
-from nursery.pubsub.broker import EVERYONE, Deliver
-from nursery.pubsub.resp_cluster import Commands, open_redis_client
-from nursery.pubsub.subscription import RECOVERABLE, ChannelSubscription, reason
+from nursery.logs import redact
+from nursery.pubsub.broker import EVERYONE, Deliver, Followed, Message, Resubscribed
+from nursery.redis import resp
+from nursery.redis.resp_cluster import Commands, open_redis_client
+from nursery.redis.subscription import ChannelSubscription, NotSubscribed
 
 log = logging.getLogger(__name__)
 
 PRESENCE_KEY = "nursery:presence:{{{user_id}}}"  # braces: the user's slot in a cluster
 
 
-def describe(url: str) -> str:
-    """The URL without credentials, for logs and errors."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
-
-
 async def unavailable_as_broker_error[T](what: str, call: Awaitable[T]) -> T:
     """``call`` (bounded by the client's own timeout); a lost, unreachable or silent Redis
     becomes ``BrokerUnavailable``."""
+    return await resp.translated(call, BrokerUnavailable, what)
+
+
+class Deliveries:
+    """What a ``ChannelSubscription`` hears, as the broker's deliveries (channels → topics)."""
+
+    def __init__(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    def message(self, channel: bytes, payload: bytes) -> None:
+        self._deliver(Message(topic_of(channel), payload))
+
+    def followed(self, channels: set[bytes]) -> None:
+        self._deliver(Followed(frozenset(map(topic_of, channels))))
+
+    def resubscribed(self, channels: set[bytes]) -> None:
+        self._deliver(Resubscribed(frozenset(map(topic_of, channels))))
+
+
+async def run_subscription(subscription: ChannelSubscription, deliver: Deliver, **run: Any) -> NoReturn:
+    """``subscription.run`` with the broker's deliveries; a failed start is ``BrokerUnavailable``."""
     try:
-        return await call
-    except RECOVERABLE as exc:
-        raise BrokerUnavailable(f"redis {what} failed: {reason(exc)}") from exc
+        await subscription.run(Deliveries(deliver), **run)
+    except NotSubscribed as exc:
+        raise BrokerUnavailable(str(exc)) from exc
 
 
 def channel(topic: str) -> bytes:
@@ -69,11 +84,11 @@ class RedisBroker:
 
     def __init__(self, url: str, timeout: float, commands: resp.Client, *,
                  ping_interval: float = 1.0) -> None:
-        self.url = describe(url)
+        self.url = redact(url)
         self.timeout = timeout
         self._commands = commands
         self._subscription = ChannelSubscription(
-            url, self.url, timeout=timeout, ping_interval=ping_interval, topic_of=topic_of)
+            url, self.url, timeout=timeout, ping_interval=ping_interval)
         self._subscription.want(channel(EVERYONE))
 
     @classmethod
@@ -113,7 +128,7 @@ class RedisBroker:
         """Run the subscription until cancelled (``ChannelSubscription.run``): started once
         every followed channel is confirmed, ``BrokerUnavailable`` if that fails for
         ``timeout``; after a lost connection, ``Resubscribed(<every followed topic>)``."""
-        await self._subscription.run(deliver, task_status=task_status)
+        await run_subscription(self._subscription, deliver, task_status=task_status)
 
 
 class RedisPresence:
@@ -125,7 +140,7 @@ class RedisPresence:
 
     def __init__(self, url: str, timeout: float, commands: Commands, *,
                  instance_id: str | None = None) -> None:
-        self.url = describe(url)
+        self.url = redact(url)
         self.timeout = timeout
         self.instance_id = instance_id or secrets.token_hex(8)
         self._commands = commands

@@ -28,15 +28,17 @@ from typing import NoReturn
 import trio
 
 from nursery.errors import BrokerUnavailable
+from nursery.logs import redact
 from nursery.pubsub.broker import EVERYONE, Deliver
-from nursery.pubsub.redis import channel, describe, topic_of, unavailable_as_broker_error
-from nursery.pubsub.resp_cluster import ClusterClient, key_slot
-from nursery.pubsub.subscription import RECOVERABLE, ChannelSubscription, backoff_delays, reason
+from nursery.pubsub.redis import channel, run_subscription, unavailable_as_broker_error
+from nursery.redis.resp import RECOVERABLE, reason
+from nursery.redis.resp_cluster import ClusterClient, key_slot
+from nursery.redis.subscription import ChannelSubscription, backoff_delays
 
 log = logging.getLogger(__name__)
 
 # Seconds between reads of the slot map while a master is lost: a replica is promoted about
-# 2.5 s after (a 1 s node timeout), and each read adds up to this much to its users' outage.
+# 3 s after (a 1.5 s node timeout), and each read adds up to this much to its users' outage.
 RECHECK_WHILE_LOST = 0.25
 
 
@@ -49,7 +51,7 @@ class ShardedRedisBroker:
 
     def __init__(self, url: str, timeout: float, commands: ClusterClient, *,
                  ping_interval: float = 1.0) -> None:
-        self.url = describe(url)
+        self.url = redact(url)
         self.timeout = timeout
         self.ping_interval = ping_interval
         self._commands = commands
@@ -142,8 +144,8 @@ class ShardedRedisBroker:
                          task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         assert self._deliver is not None
         with trio.CancelScope() as self._scopes[shard.url]:
-            await shard.run(self._deliver, fresh=fresh, on_evicted=self._evicted,
-                            on_lost=self._stale.set, task_status=task_status)
+            await run_subscription(shard, self._deliver, fresh=fresh, on_evicted=self._evicted,
+                                   on_lost=self._stale.set, task_status=task_status)
 
     def _place(self, name: bytes, *, refill: bool) -> None:
         """Want ``name`` on the master of its slot; unplaced (until the map is read again)
@@ -195,15 +197,15 @@ class ShardedRedisBroker:
                 for name in moved:
                     self._unplaced[name] = True
             if url not in masters:  # no longer a master: its channels moved above
-                log.info("no longer subscribing on %s: it serves no slots", describe(url))
+                log.info("no longer subscribing on %s: it serves no slots", redact(url))
                 self._retired_reconnects += shard.reconnects
                 del self._shards[url]
                 self._scopes.pop(url, trio.CancelScope()).cancel()
         for url in masters:
             if url not in self._shards:
                 self._shards[url] = ChannelSubscription(
-                    url, describe(url), timeout=self.timeout, ping_interval=self.ping_interval,
-                    topic_of=topic_of, slot_of=key_slot)
+                    url, redact(url), timeout=self.timeout, ping_interval=self.ping_interval,
+                    slot_of=key_slot)
                 if self._nursery is not None:  # after startup: its first subscribe refills
                     self._nursery.start_soon(self._run_shard, self._shards[url], False)
         unplaced, self._unplaced = self._unplaced, {}

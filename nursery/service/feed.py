@@ -34,8 +34,8 @@ from typing import Any, Final
 
 from nursery.models import Change, ChangeBatch
 from nursery.pubsub import events
-from nursery.pubsub.hub import Item, OnlineNow, Refill
 from nursery.service.accounts import Principal
+from nursery.service.hub import Item, OnlineNow, Refill
 
 BATCH = 500
 BEYOND_ANY_REVISION = 2**62  # ``changes_since`` from here returns just the head revision

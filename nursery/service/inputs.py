@@ -177,11 +177,16 @@ def parse_object[M: BaseModel](model: type[M], data: Any) -> M:
 
 def _translate(exc: ValidationError) -> InvalidInput | MalformedInput:
     errors = exc.errors(include_url=False, include_input=False)
-    if any(e["type"] in {"json_invalid", "json_type"} for e in errors) or (
-        errors and errors[0]["type"] == "model_type"
-    ):
+    for e in errors:
+        if e["type"] == "json_invalid":  # pydantic's parser says what and where
+            return MalformedInput(f"the body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
+    if any(e["type"] == "json_type" for e in errors) or (errors and errors[0]["type"] == "model_type"):
         return MalformedInput("the body must be a JSON object")
-    details = [
-        {"field": ".".join(str(p) for p in e["loc"]) or None, "message": e["msg"]} for e in errors
-    ]
+    details = [{"field": ".".join(str(p) for p in e["loc"]) or None, "message": _message(e)} for e in errors]
     return InvalidInput("some fields are not valid", details=details)
+
+
+def _message(error: Any) -> str:
+    """A field's message without pydantic's "Value error, " prefix: our validators' own text."""
+    raised = error.get("ctx", {}).get("error") if error["type"] == "value_error" else None
+    return str(raised) if raised is not None else str(error["msg"])

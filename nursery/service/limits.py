@@ -5,7 +5,7 @@ Keys: login per account and per client address (brute force), register per clien
 writes per user. Websocket messages per connection are limited in ``service.session`` (no
 shared counter needed for one connection).
 
-Writes are the hot path: with a ``write_limiter`` (``pubsub.local_first``) they are checked in
+Writes are the hot path: with a ``write_limiter`` (``ratelimit.local_first``) they are checked in
 this process and shared with the other instances in batches, so a user may exceed the limit
 across instances by what each lets through in about 50 ms. Logins and registrations always
 ask the shared counters.
@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from nursery.errors import BrokerUnavailable, RateLimited, Unavailable
-from nursery.pubsub.ratelimit import Rate, RateLimiter
+from nursery.errors import RateLimited, RateLimiterUnavailable, Unavailable
+from nursery.ratelimit.gcra import Rate, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class Limits:
     ) -> None:
         try:
             verdict = await (limiter or self._limiter).hit(key, rate)
-        except BrokerUnavailable as exc:
+        except RateLimiterUnavailable as exc:
             if not fail_open:
                 raise Unavailable("rate limits cannot be checked right now") from exc
             self._failed_open += 1

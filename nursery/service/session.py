@@ -15,6 +15,8 @@ A protocol (``Vocabulary``: /ws in ``api/ws.py``, graphql-transport-ws in
   client; still nothing ``ping_timeout`` later: 4008;
 - **the client's message rate** (GCRA, ``message_rate``; more: 4029) and size (the transport:
   1009);
+- **sockets per user**: at most ``max_sockets_per_user`` of a user's sessions live on this
+  instance; one more is closed with 4420 once authenticated;
 - **the bounded outbox**: more than ``queue_size`` frames waiting for the socket, or a flush
   that takes longer than ``send_timeout``: 4008 (a slow client is dropped, not buffered);
 - **errors to close codes** in one table (``_closing_for``), and the close handshake,
@@ -45,24 +47,22 @@ from nursery.errors import StoreUnavailable, Unauthenticated, Unavailable
 from nursery.protocol.close_codes import (
     NORMAL,
     RATE_LIMITED,
+    TOO_MANY_SOCKETS,
     TOO_SLOW,
     TRY_AGAIN_LATER,
     UNAUTHENTICATED,
     ProtocolError,
+    TransportClosed,
 )
-from nursery.pubsub.hub import Hub, Item
-from nursery.pubsub.ratelimit import Rate, gcra
+from nursery.ratelimit.gcra import Rate, gcra
 from nursery.service.accounts import Principal
+from nursery.service.hub import Hub, Item
 
 log = logging.getLogger(__name__)
 
 NEVER = float("inf")
 
 Authenticate = Callable[[str], Awaitable[Principal]]  # ``Accounts.authenticate``
-
-
-class TransportClosed(Exception):
-    """The peer is gone: nothing more can be sent or received."""
 
 
 class Transport(Protocol):
@@ -96,6 +96,7 @@ class SessionLimits:
     send_timeout: float = 10.0
     queue_size: int = 256
     message_rate: Rate = Rate(20, 1.0)
+    max_sockets_per_user: int = 50  # on this instance (Centrifugo's client_user_connection_limit)
 
 
 class SessionObserver(Protocol):
@@ -279,6 +280,10 @@ class Session:
         who = await self._open(vocabulary)
         slot = await self._hub.admit()
         try:
+            # Checked and joined with no await between: two sockets cannot both take the last place.
+            limit = self._limits.max_sockets_per_user
+            if self._hub.connections_of(who.user_id) >= limit:
+                raise ProtocolError(TOO_MANY_SOCKETS, f"more than {limit} websockets for this user")
             try:
                 await self._hub.join(self)  # before the protocol reads the store
                 await self._hub.announce(who.user_id, who.session_id, connected=True)

@@ -100,20 +100,38 @@ class _ServerUser:
     def prefix(self) -> list[str]:
         return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"]
 
-    def grant_search(self, path: Path) -> None:
-        """Give this user search (x) permission on ``path`` and every directory above it."""
-        for directory in [*reversed(path.parents), path]:
+    def can_search(self, directory: Path) -> bool:
+        """Whether this user may traverse ``directory`` (the permission class it falls in)."""
+        st = directory.stat()
+        if st.st_uid == self.uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in self.gids:
+            bit = stat.S_IXGRP  # group bits apply, "other" bits are not consulted
+        else:
+            bit = stat.S_IXOTH
+        return bool(st.st_mode & bit)
+
+    def check_reachable(self, path: Path, *, remedy: str) -> None:
+        """Raise ``StoreUnavailable`` unless this user can traverse every directory above
+        ``path``. Nothing outside ``path`` changes mode: a parent the user cannot traverse
+        (``/root``, a 0700 temporary directory) is the operator's to change, or to avoid."""
+        for directory in reversed(path.resolve().parents):
+            if directory.exists() and not self.can_search(directory):  # missing ones: made 0755
+                mode = stat.S_IMODE(directory.stat().st_mode)
+                raise StoreUnavailable(
+                    f"running as root, PostgreSQL runs as user {self.name!r}, which cannot reach "
+                    f"{path}: {directory} is mode {mode:04o} (nothing outside the data dir is "
+                    f"changed); {remedy}")
+
+    def grant_search_on(self, directory: Path) -> None:
+        """Give this user search (x) permission on ``directory`` itself: the data dir, which
+        is ours to change (e.g. a 0700 ``mkdtemp``)."""
+        if not self.can_search(directory):
             st = directory.stat()
-            if st.st_uid == self.uid:
-                bit = stat.S_IXUSR
-            elif st.st_gid in self.gids:
-                bit = stat.S_IXGRP  # group bits apply, "other" bits are not consulted
-            else:
-                bit = stat.S_IXOTH
-            if not st.st_mode & bit:
-                log.info("chmod +x (search only) %s so user %s can reach the cluster",
-                         directory, self.name)
-                directory.chmod(stat.S_IMODE(st.st_mode) | bit)
+            bit = (stat.S_IXUSR if st.st_uid == self.uid
+                   else stat.S_IXGRP if st.st_gid in self.gids else stat.S_IXOTH)
+            log.info("chmod +x (search only) %s so user %s can reach the database", directory, self.name)
+            directory.chmod(stat.S_IMODE(st.st_mode) | bit)
 
     def chown_tree(self, path: Path) -> None:
         for root, dirs, files in os.walk(path):

@@ -24,11 +24,10 @@ listens on 127.0.0.1 only; trust authentication means any local user may connect
 right for a dev/test server and wrong for anything shared.
 
 Running as root: PostgreSQL refuses to, so initdb/pg_ctl run as the ``postgres`` user (else
-``nobody``) through ``setpriv``; the cluster directory is chowned to that user, and every
-directory above it (and above the binaries) that the user cannot traverse gets the search
-bit (x, never r) for that user's permission class. This is chosen over moving the cluster
-elsewhere so the data stays where ``--data-dir`` says; e.g. ``/tmp/tmpXXXX`` (0700) becomes
-0701. The change is logged.
+``nobody``) through ``setpriv``; the cluster directory is chowned to that user and the data dir
+itself gets the search bit (x, never r) for that user's permission class. Nothing above the
+data dir changes mode: when a parent is closed to that user (``/root``, 0700) the start is
+refused with the directory to blame and a data dir to use instead (``/var/tmp/nursery``).
 
 Error handling: every failure to find binaries, initialise or start raises
 ``StoreUnavailable`` with the reason and the tail of the server log.
@@ -217,12 +216,18 @@ class PrivatePostgres:
             self._initdb(deadline)
 
     def _prepare_dirs(self) -> None:
+        if self._user is not None:  # checked before anything is made
+            self._user.check_reachable(
+                self.data_dir, remedy="use a data dir it can reach, e.g. --data-dir "
+                                      "/var/tmp/nursery (NURSERY_DATA_DIR), or run as another user")
+            self._user.check_reachable(
+                self.bin_dir / "postgres", remedy="install Debian's postgresql package or set "
+                                                  "NURSERY_PG_BIN to binaries it can reach")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pg_dir.mkdir(mode=0o700, exist_ok=True)
         if self._user is None:
             return
-        self._user.grant_search(self.data_dir)
-        self._user.grant_search(self.bin_dir)
+        self._user.grant_search_on(self.data_dir)
         if self.pg_dir.stat().st_uid != self._user.uid:
             self._user.chown_tree(self.pg_dir)
 

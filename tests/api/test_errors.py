@@ -193,3 +193,22 @@ async def test_body_over_the_limit_is_413(database_url: str) -> None:
                 assert r.status_code == 201, r.text
                 assert len(await api.all_todos(user)) == 2
             instance.stop()
+
+
+async def test_error_messages_say_what_is_wrong_in_the_users_terms(api: Api) -> None:
+    """Malformed JSON is called invalid JSON, with where the parser stopped; a field's message is
+    our validator's own text, without pydantic's "Value error, " prefix."""
+    with trio.fail_after(10):
+        user = await api.register()
+        headers = {**user.headers, "Content-Type": "application/json"}
+        r = await api.client.post("/api/todos", content=b'{"title": "buy milk",}', headers=headers)
+        message = error_of(r, 400, "malformed")["message"]
+        assert message == "the body is not valid JSON: trailing comma at line 1 column 22", message
+        r = await api.client.post("/api/todos", content=b'["buy milk"]', headers=headers)
+        assert error_of(r, 400, "malformed")["message"] == "the body must be a JSON object"
+        r = await api.client.post("/api/todos", json={"title": "x", "due": "next tuesday"}, headers=user.headers)
+        [detail] = error_of(r, 422, "invalid_input")["details"]
+        assert detail == {"field": "due", "message": "must be ISO 8601 text: a date-time or a day (YYYY-MM-DD)"}
+        r = await api.client.post("/graphql", content=b'{"query": "{ me { id } }"', headers=headers)
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["message"].startswith("the body is not valid JSON: "), r.text

@@ -10,7 +10,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from nursery.pubsub import resp
+from nursery.redis import resp
 from tests.harness import register, start_instance
 
 

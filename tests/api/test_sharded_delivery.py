@@ -11,7 +11,7 @@ import httpx
 import trio
 
 from nursery.pubsub.redis import channel
-from nursery.pubsub.resp_cluster import key_slot
+from nursery.redis.resp_cluster import key_slot
 from tests.harness import User, hello, next_of_type, open_websocket_url, register, start_instance
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ import trio
 
 from nursery.cluster import _patroni
 from nursery.pubsub.redis import channel
-from nursery.pubsub.resp_cluster import key_slot
+from nursery.redis.resp_cluster import key_slot
 from tests.cluster.load import Load
 from tests.cluster.support import RunningCluster
 from tests.ha_servers import kill_tree

@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -74,9 +75,13 @@ def _free(port: int) -> bool:
     return True
 
 
+# Where `cluster up` remembers its directory during the tests: not the account's own state.
+TEST_STATE_HOME = Path(tempfile.gettempdir()) / f"nursery-test-state-{os.getuid()}"
+
+
 def cluster_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NURSERY_")}
-    return {**env, **extra}
+    return {**env, "XDG_STATE_HOME": str(TEST_STATE_HOME), **extra}
 
 
 @dataclass
@@ -376,6 +381,15 @@ def summary(devices: list[RoamingDevice], writers: list[Writer], start: float, e
     }
 
 
+FIGURES = Path(__file__).resolve().parents[2] / "test-artifacts" / "cluster-figures.jsonl"
+
+
 def report(capsys: pytest.CaptureFixture[str], title: str, figures: dict[str, Any]) -> None:
-    with capsys.disabled():
-        print(f"\n[{title}] {json.dumps(figures)}")
+    """A fault run's figures: appended to test-artifacts/cluster-figures.jsonl, and shown on
+    the terminal unless the run is quiet (-q: failures and the summary only)."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    with FIGURES.open("a") as out:
+        out.write(json.dumps({"title": title, "at": time.time(), **figures}) + "\n")
+    if capsys.request.config.get_verbosity() >= 0:
+        with capsys.disabled():
+            print(f"\n[{title}] {json.dumps(figures)}")

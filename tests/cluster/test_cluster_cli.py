@@ -63,9 +63,9 @@ def kill_everything(directory: Path) -> None:
             pass
 
 
-async def test_up_status_crash_and_down_after_a_killed_supervisor(tmp_path: Path) -> None:
+async def test_up_status_crash_and_down_after_a_killed_supervisor(open_dir: Path) -> None:
     require_caddy()
-    directory = tmp_path / "cluster"
+    directory = open_dir / "cluster"
     base, proxy = free_port_block(2), free_port()
     try:
         up = await cli(directory, "up", "--detach", "--instances", "2", "--base-port", str(base),

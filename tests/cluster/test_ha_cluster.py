@@ -37,6 +37,7 @@ REDIS_LIVE_AGAIN = 5.0  # the issue's bound on live delivery after a Redis maste
 def ha_cluster() -> Iterator[RunningCluster]:
     require_caddy()
     directory: Path = scratch_dir("nursery-ha-cluster-")
+    directory.chmod(0o755)  # PostgreSQL runs as the postgres user (as root: conftest's open_dir)
     cluster = start_cluster(directory / "cluster", instances=2, extra_args=("--ha",))
     try:
         yield cluster

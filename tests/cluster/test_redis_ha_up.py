@@ -20,7 +20,7 @@ import trio
 from nursery.cluster import ClusterConfig, Supervisor, live_pids, read_state
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.pubsub.redis import channel
-from nursery.pubsub.resp_cluster import key_slot
+from nursery.redis.resp_cluster import key_slot
 from tests.cluster.support import RoamingDevice, Writer, free_port_block, report, require_caddy
 from tests.cluster.test_cluster_cli import kill_everything
 from tests.cluster.test_redis_cluster_up import cli, environment, status_json
@@ -159,7 +159,7 @@ def test_ha_with_an_external_database_plans_six_redis_nodes_and_names_them_all(t
         ["instance", "instance", "caddy"]  # the database is given: no Patroni
     assert len(nodes) == 6 and all(c.restart_delay >= 3.0 and "role" in c.info for c in nodes)
     assert all("--cluster-node-timeout" in c.argv and
-               c.argv[c.argv.index("--cluster-node-timeout") + 1] == str(redis_cluster.HA_NODE_TIMEOUT_MS)
+               c.argv[c.argv.index("--cluster-node-timeout") + 1] == str(redis_cluster.NODE_TIMEOUT_MS)
                for c in nodes)
     for instance in supervisor.instances:
         assert instance.env["NURSERY_REDIS_CLUSTER"] == "true"

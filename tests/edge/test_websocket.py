@@ -14,10 +14,16 @@ import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
-from nursery.edge.websocket import WebSocket, accept_key, close_payload
+from nursery.edge.websocket import (
+    FRAMES_PER_CHECKPOINT,
+    FrameLimits,
+    WebSocket,
+    accept_key,
+    close_payload,
+)
 from nursery.protocol import close_codes
-from nursery.protocol.close_codes import ProtocolError
-from nursery.service.session import TransportClosed
+from nursery.protocol.close_codes import ProtocolError, TransportClosed
+from nursery.rates import Rate
 
 MAX = 1024
 
@@ -62,7 +68,7 @@ def pair() -> Iterator[tuple[WebSocket, Peer]]:
     server, client = socket.socketpair()
     server.setblocking(False)
     client.setblocking(False)
-    yield WebSocket(server, max_message=MAX), Peer(client)
+    yield WebSocket(server, limits=FrameLimits(max_message=MAX)), Peer(client)
     server.close()
     client.close()
 
@@ -203,3 +209,40 @@ async def test_a_closing_socket_finishes_the_frame_it_started(pair: tuple[WebSoc
 
 def test_close_payload_packs_the_code() -> None:
     assert struct.unpack("!H", close_payload(4001, "")[:2]) == (4001,)
+
+
+async def test_a_read_full_of_frames_lets_other_tasks_run() -> None:
+    """1,000 pings in the buffer at once: they are parsed in batches, other tasks running
+    between them (no connection can hold the instance for a whole read of tiny frames)."""
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    client.setblocking(False)
+    pings = masked(0x9, b"p") * 1000
+    ws = WebSocket(server, limits=FrameLimits(frame_rate=Rate(10**6, 1.0)), leftover=pings)
+    seen: list[int] = []  # bytes still to parse, each time this task ran
+
+    async def watch() -> None:
+        while ws._buffer is not None:
+            await trio.lowlevel.checkpoint()
+            seen.append(len(ws._buffer or b""))
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ws.receive)
+            await watch()
+            nursery.cancel_scope.cancel()
+    # ~8 batches; Trio runs each runnable task once per round in random order, so the parser
+    # may run twice between two looks: at least half the batches are seen apart.
+    between = {n for n in seen if 0 < n < len(pings)}
+    assert len(between) >= 1000 // FRAMES_PER_CHECKPOINT // 2 - 1, sorted(between)
+    server.close()
+    client.close()
+
+
+async def test_empty_fragments_count_toward_the_fragment_budget(pair: tuple[WebSocket, Peer]) -> None:
+    ws, peer = pair
+    peer.send_raw(masked(0x1, b"j", fin=False) + masked(0x0, b"", fin=False) * 2000)
+    with pytest.raises(ProtocolError) as raised:
+        await ws.receive()
+    assert raised.value.code == close_codes.TOO_BIG
+    assert "1024 frames" in raised.value.reason

@@ -14,10 +14,10 @@ import trio
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import EVERYONE, Delivery, Followed, Message, Resubscribed
 from nursery.pubsub.redis import PRESENCE_KEY, channel
-from nursery.pubsub.redis_limits import KEY
 from nursery.pubsub.redis_sharded import ShardedRedisBroker
-from nursery.pubsub.resp import Client
-from nursery.pubsub.resp_cluster import key_slot
+from nursery.ratelimit.redis import KEY
+from nursery.redis.resp import Client
+from nursery.redis.resp_cluster import key_slot
 from nursery.service.limits import write_key
 
 if TYPE_CHECKING:

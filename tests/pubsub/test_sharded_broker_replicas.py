@@ -16,7 +16,7 @@ import trio
 from nursery.errors import BrokerUnavailable
 from nursery.pubsub import EVERYONE, Message, Resubscribed
 from nursery.pubsub.redis import channel
-from nursery.pubsub.resp_cluster import key_slot
+from nursery.redis.resp_cluster import key_slot
 from tests.pubsub.test_sharded_broker import brokers, everyone_node, subscribe
 from tests.servers import RedisCluster, scratch_dir
 

@@ -19,13 +19,13 @@ import httpx
 import pytest
 import trio
 
-from nursery.errors import BrokerUnavailable
+from nursery.errors import RateLimiterUnavailable
 from nursery.pubsub import EVERYONE, Message, Resubscribed
-from nursery.pubsub.ratelimit import Rate
 from nursery.pubsub.redis import channel
-from nursery.pubsub.redis_limits import KEY, RedisRateLimiter
-from nursery.pubsub.resp import Client
-from nursery.pubsub.resp_cluster import key_slot
+from nursery.ratelimit import Rate
+from nursery.ratelimit.redis import KEY, RedisRateLimiter
+from nursery.redis.resp import Client
+from nursery.redis.resp_cluster import key_slot
 from nursery.service.limits import write_key
 from tests.cluster.support import RoamingDevice, Writer, report
 from tests.harness import User, register, start_instance
@@ -79,7 +79,7 @@ async def until_allowed(limiter: RedisRateLimiter, user: str) -> int:
             try:
                 assert (await limiter.hit(write_key(user), Rate(10, 1.0))).allowed
                 return attempt
-            except BrokerUnavailable:
+            except RateLimiterUnavailable:
                 await trio.sleep(0.05)
     raise AssertionError("unreachable")
 

@@ -236,14 +236,12 @@ async def attack_once(attack: Attack, target: Target) -> None:
     allowed = WS_CODES if attack.endpoint == "ws" else GRAPHQL_CODES
     with trio.fail_after(ATTACK_TIMEOUT):
         if any(kind == "raw" for kind, _ in attack.frames):
-            # Random bytes may well form a client's close frame, whose code is echoed; and
-            # bytes that do not parse end the connection without a close frame.
+            # Random bytes may well form a client's close frame, whose code is echoed; bytes
+            # that do not parse are answered with a close frame, never a dropped connection.
             raw_code = await raw_attack(target.instance, attack)
-            assert raw_code not in {1011, 1013, 4500}, (attack, raw_code)
+            assert raw_code not in {DROPPED, 1011, 1013, 4500}, (attack, raw_code)
             return
         subprotocols = [SUBPROTOCOL] if attack.endpoint == "graphql" else []
-        # After a 1009 Hypercorn reads no more of the peer's frames, its close reply included:
-        # the closing handshake never completes (the heartbeat ends the server's side).
         async with open_websocket_url(url, subprotocols=subprotocols, message_queue_size=10_000,
                                       max_message_size=1 << 24, disconnect_timeout=1) as ws:
             if attack.authenticate:
@@ -302,25 +300,31 @@ def ws_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True
     return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-# Hypercorn fails a connection whose frames do not parse by closing the socket, without the
-# close frame (1002 or 1007) RFC 6455 says it SHOULD send first: a client sees 1006. Either
-# way the connection must end at once.
-DROPPED = 1006
+# A frame that does not parse is answered with its close code (RFC 6455 7.1.7: the close frame
+# goes first), never by dropping the connection (1006): one code per case, the one wsproto and
+# the Autobahn TestSuite expect (docs/protocol.md, "Websocket frames").
 RAW_CASES: list[tuple[str, bytes, set[int | None]]] = [
-    ("text frame that is not UTF-8", ws_frame(0x1, b'{"type": "\xff\xfe"}'), {1007, DROPPED}),
-    ("unmasked client frame", ws_frame(0x1, b'{"type":"ping"}', mask=False), {1002, DROPPED}),
-    ("reserved opcode", ws_frame(0x3, b"x"), {1002, DROPPED}),
-    ("reserved bits set", ws_frame(0x1, b'{"type":"ping"}', rsv=0b100), {1002, DROPPED}),
-    ("control frame over 125 bytes", ws_frame(0x9, b"p" * 200), {1002, DROPPED}),
-    ("fragmented control frame", ws_frame(0x9, b"p", fin=False), {1002, DROPPED}),
-    ("continuation without a start", ws_frame(0x0, b"x"), {1002, DROPPED}),
-    # Announced, never sent: nothing is allocated, the socket waits (the heartbeat ends it).
-    ("length of 2^63 announced", ws_frame(0x2, b"", length=(1 << 63) - 1), {None, 1002, 1009}),
+    ("text frame that is not UTF-8", ws_frame(0x1, b'{"type": "\xff\xfe"}'), {1007}),
+    ("unmasked client frame", ws_frame(0x1, b'{"type":"ping"}', mask=False), {1002}),
+    ("reserved opcode", ws_frame(0x3, b"x"), {1002}),
+    ("reserved bits set", ws_frame(0x1, b'{"type":"ping"}', rsv=0b100), {1002}),
+    ("control frame over 125 bytes", ws_frame(0x9, b"p" * 200), {1002}),
+    ("fragmented control frame", ws_frame(0x9, b"p", fin=False), {1002}),
+    ("continuation without a start", ws_frame(0x0, b"x"), {1002}),
+    # Announced, never sent: refused from the header, nothing is allocated.
+    ("length of 2^63 - 1 announced", ws_frame(0x2, b"", length=(1 << 63) - 1), {1009}),
+    ("a 64-bit length with its top bit set", bytes((0x82, 0xFF, 0x80)) + bytes(7) + b"mask", {1002}),
+    ("a length not in its shortest form", bytes((0x81, 0xFE, 0, 2)) + b"\0\0\0\0{}", {1002}),
     ("frame over the limit", ws_frame(0x1, b"x" * (MAX_MESSAGE + 1)), {1009}),
     ("fragments adding up past the limit",
      ws_frame(0x1, b"x" * (MAX_MESSAGE // 2 + 1), fin=False) + ws_frame(0x0, b"x" * (MAX_MESSAGE // 2 + 1)), {1009}),
-    ("close frame with a bad code", ws_frame(0x8, struct.pack("!H", 999)), {1002, DROPPED}),
-    ("close frame with a 1-byte body", ws_frame(0x8, b"\x03"), {1002, DROPPED}),
+    ("40,000 empty fragments", ws_frame(0x1, b"j", fin=False) + ws_frame(0x0, b"", fin=False) * 40_000,
+     {1009}),
+    ("invalid UTF-8 in a fragment, the message unfinished",
+     ws_frame(0x1, b'{"type": ', fin=False) + ws_frame(0x0, b"\xff", fin=False), {1007}),
+    ("close frame with a bad code", ws_frame(0x8, struct.pack("!H", 999)), {1002}),
+    ("close frame with a 1-byte body", ws_frame(0x8, b"\x03"), {1002}),
+    ("close frame whose reason is not UTF-8", ws_frame(0x8, struct.pack("!H", 1000) + b"\xff"), {1007}),
 ]
 
 
@@ -339,6 +343,9 @@ async def raw_socket(instance: Instance, path: str, subprotocol: str | None) -> 
         head += chunk
     assert head.startswith(b"HTTP/1.1 101"), head
     return stream
+
+
+DROPPED = 1006  # what a client library reports for a connection ended without a close frame
 
 
 async def raw_close_code(stream: trio.SocketStream, timeout: float = 3) -> int | None:
@@ -496,7 +503,7 @@ async def test_fuzzing_both_websockets_leaves_the_server_healthy_and_the_observe
     caplog.set_level(logging.ERROR)
     with trio.fail_after(180):
         async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
-            # A quick heartbeat: connections Hypercorn left half-closed (see attack_once) end soon.
+            # A quick heartbeat: sockets the attacks leave idle end soon.
             instance = await start_instance(nursery, database_url, ws_hello_timeout=2.0,
                                             ws_ping_interval=1.0, ws_ping_timeout=1.0)
             observer_user = await register(client, instance.url, "observer")
@@ -547,4 +554,77 @@ async def test_fuzzing_both_websockets_leaves_the_server_healthy_and_the_observe
                     await trio.sleep(0.1)
             errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
             assert not errors, caplog.text[-10_000:]
+            nursery.cancel_scope.cancel()
+
+
+# -- budgets and caps at the product's endpoints ---------------------------------------------------
+
+async def test_20000_pings_before_hello_get_a_burst_of_pongs_then_1008(database_url: str) -> None:
+    """Every frame counts against ws_frame_rate, pings included: 20,000 pings sent before any
+    hello got 20,000 pongs; now at most the burst, then 1008, while /readyz keeps answering."""
+    burst = Settings().ws_frame_rate.count
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+            instance = await start_instance(nursery, database_url)
+            stream = await raw_socket(instance, "/ws", None)
+            started = time.perf_counter()
+            await stream.send_all(ws_frame(0x9, b"x") * 20_000)
+            data = b""
+            with trio.fail_after(5):
+                while True:
+                    chunk = await stream.receive_some(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+            elapsed = time.perf_counter() - started
+            await stream.aclose()
+            pong = bytes((0x8A, 1)) + b"x"
+            pongs = data.count(pong)
+            close = data[pongs * len(pong):]
+            assert close[:1] == b"\x88" and struct.unpack("!H", close[2:4])[0] == 1008, close[:40]
+            assert pongs <= burst * 1.1, pongs
+            assert elapsed < 2, elapsed
+            assert (await client.get(f"{instance.url}/readyz")).status_code == 200
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_user_gets_at_most_ws_max_sockets_per_user_sockets(database_url: str) -> None:
+    """Centrifugo's client_user_connection_limit: the third socket of a user limited to two
+    is closed with 4420, on /ws and GraphQL alike (they share the count); another user, or the
+    same one after a socket closed, is served."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, httpx.AsyncClient() as client:
+            instance = await start_instance(nursery, database_url, ws_max_sockets_per_user=2)
+            user = await register(client, instance.url)
+            other = await register(client, instance.url, "another")
+            async with open_websocket_url(instance.ws_url) as first, \
+                    open_websocket_url(graphql_url(instance), subprotocols=[SUBPROTOCOL]) as second:
+                await hello(first, user.token, None)
+                await authenticate(second, "graphql", user.token)
+                for url, endpoint in ((instance.ws_url, "ws"), (graphql_url(instance), "graphql")):
+                    subprotocols = [SUBPROTOCOL] if endpoint == "graphql" else []
+                    async with open_websocket_url(url, subprotocols=subprotocols) as third:
+                        if endpoint == "ws":
+                            await third.send_message(json.dumps(
+                                {"type": "hello", "token": user.token, "since": None}))
+                        else:
+                            await third.send_message(frame(
+                                {"type": "connection_init", "payload": {"token": user.token}}))
+                        code, _ = await closed_with(third)
+                        assert code == 4420, (endpoint, code)
+                        assert third.closed is not None and "websockets" in (third.closed.reason or "")
+                async with open_websocket_url(instance.ws_url) as others:
+                    await hello(others, other.token, None)
+                await first.aclose()
+                with trio.fail_after(5):  # the hub forgets the closed socket
+                    while True:
+                        async with open_websocket_url(instance.ws_url) as again:
+                            await again.send_message(json.dumps(
+                                {"type": "hello", "token": user.token, "since": None}))
+                            try:
+                                if json.loads(await again.get_message())["type"] == "welcome":
+                                    break
+                            except ConnectionClosed:
+                                pass  # 4420 still: the first socket's end not yet seen
+                        await trio.sleep(0.05)
             nursery.cancel_scope.cancel()

@@ -22,10 +22,11 @@ from nursery.api.ws import SyncSocket
 from nursery.errors import StoreUnavailable, Unauthenticated
 from nursery.models import Change, ChangeBatch
 from nursery.protocol import close_codes
+from nursery.protocol.close_codes import TransportClosed
 from nursery.pubsub import events
 from nursery.pubsub.broker import Message, Resubscribed
 from nursery.service.accounts import Principal
-from nursery.service.session import Session, SessionLimits, TransportClosed, Vocabulary
+from nursery.service.session import Session, SessionLimits, Vocabulary
 
 USER, SESSION = "user-1", "session-1"
 LIMITS = SessionLimits(hello_timeout=5, ping_interval=20, ping_timeout=10, send_timeout=3,

@@ -14,8 +14,8 @@ import trio
 import trio.testing
 
 from nursery.protocol import close_codes
-from nursery.pubsub.hub import Hub
 from nursery.pubsub.memory import MemoryBroker, MemoryPresence
+from nursery.service.hub import Hub
 from nursery.service.session import Session
 from tests.service.sessions import (
     LIMITS,

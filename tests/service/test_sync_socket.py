@@ -11,8 +11,8 @@ import trio
 import trio.testing
 
 from nursery.protocol import close_codes
-from nursery.pubsub.hub import Hub
 from nursery.pubsub.memory import MemoryBroker, MemoryPresence
+from nursery.service.hub import Hub
 from tests.service.sessions import PROTOCOLS, RESUBSCRIBED, Accounts, ChangeLog, change_message
 from tests.service.test_session import Client, wait_until
 

@@ -20,8 +20,8 @@ from nursery.errors import (
     StoreFailed,
     StoreUnavailable,
 )
-from nursery.pubsub import resp
 from nursery.pubsub.redis import unavailable_as_broker_error
+from nursery.redis import resp
 from nursery.stores.mongo import _errors as mongo
 from nursery.stores.postgres import _errors as postgres
 

@@ -131,3 +131,29 @@ def test_missing_binaries_are_a_clear_error(
     monkeypatch.setenv("NURSERY_PG_BIN", str(tmp_path))
     with pytest.raises(StoreUnavailable, match="NURSERY_PG_BIN"):
         PrivatePostgres(tmp_path / "data").start()
+
+
+def _modes(path: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mode for p in path.resolve().parents}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to the postgres user")
+def test_as_root_nothing_above_the_data_dir_changes_mode(data_dir: Path) -> None:
+    """A data dir under a directory the server's user cannot traverse (here a 0700 mkdtemp,
+    like /root) is refused with that directory named and a way out, and nothing changes mode;
+    a data dir it can reach starts, and only the data dir itself gains the search bit."""
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    closed = data_dir / "data"
+    before = _modes(closed)
+    with pytest.raises(StoreUnavailable) as caught:
+        PrivatePostgres(closed, fast=True).start()
+    assert f"cannot reach {closed}: {data_dir} is mode 0700" in caught.value.message
+    assert "--data-dir /var/tmp/nursery" in caught.value.message
+    assert _modes(closed) == before
+    assert not (closed / "pg").exists()
+
+    before = _modes(data_dir)
+    with PrivatePostgres(data_dir, fast=True):
+        pass
+    assert _modes(data_dir) == before
+    assert data_dir.stat().st_mode & 0o777 == 0o701  # the search bit for "other" (postgres)

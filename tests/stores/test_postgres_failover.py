@@ -44,6 +44,7 @@ STORE_TIMEOUT = 10.0
 @pytest.fixture(scope="module")
 def patroni() -> Iterator[PatroniCluster]:
     directory = scratch_dir("nursery-patroni-")
+    directory.chmod(0o755)  # PostgreSQL runs as the postgres user (as root: conftest's open_dir)
     cluster = PatroniCluster(directory)
     try:
         cluster.start()

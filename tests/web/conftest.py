@@ -44,7 +44,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-SECRET = "web-test-secret"
+SECRET = "web-test-secret-of-32-characters-at-least"
 
 
 def _missing(reason: str) -> None:

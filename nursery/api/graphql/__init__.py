@@ -28,8 +28,9 @@ from nursery.edge.http import Request
 from nursery.edge.router import Router, SocketOutcome
 from nursery.edge.websocket import WebSocket
 from nursery.protocol import graphql_ws
-from nursery.pubsub.hub import Hub
+from nursery.protocol.close_codes import GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE
 from nursery.service.accounts import Accounts
+from nursery.service.hub import Hub
 from nursery.service.session import Session, SessionLimits, SessionObserver
 from nursery.service.todos import Todos
 
@@ -38,6 +39,7 @@ from .endpoint import GraphQLEndpoint
 from .engine import Engine
 from .schema import build_schema
 
+PATH = "/graphql"  # over HTTP (the Quart app) and as a websocket (the edge)
 
 def graphql_blueprint(engine: Engine, accounts: Accounts, todos: Todos, settings: Settings) -> Blueprint:
     """GraphQL over HTTP, served by the Quart app."""
@@ -46,11 +48,11 @@ def graphql_blueprint(engine: Engine, accounts: Accounts, todos: Todos, settings
         engine, accounts, todos, trust_proxy_headers=settings.trust_proxy_headers
     )
 
-    @bp.post("/graphql")
+    @bp.post(PATH)
     async def post() -> Response:
         return await endpoint.post()
 
-    @bp.get("/graphql")
+    @bp.get(PATH)
     async def get() -> Response:
         return await endpoint.get()
 
@@ -64,7 +66,8 @@ def graphql_router(
     """The ``graphql-transport-ws`` websocket on /graphql, served by the edge."""
     router = Router()
 
-    @router.websocket("/graphql", subprotocol=graphql_ws.SUBPROTOCOL, plain_http=True)
+    @router.websocket(PATH, subprotocol=graphql_ws.SUBPROTOCOL,
+                      unacceptable_code=GRAPHQL_SUBPROTOCOL_NOT_ACCEPTABLE, plain_http=True)
     async def subscriptions(request: Request, ws: WebSocket) -> SocketOutcome:
         session = Session(
             ws, authenticate=accounts.authenticate, hub=hub, limits=limits, observer=observer

@@ -35,9 +35,9 @@ from nursery.protocol.close_codes import (
     GRAPHQL_UNAUTHORIZED,
     ProtocolError,
 )
-from nursery.pubsub.hub import Item
 from nursery.service.accounts import Accounts, Principal
 from nursery.service.feed import Feed
+from nursery.service.hub import Item
 from nursery.service.session import Session
 from nursery.service.todos import Todos
 

@@ -52,6 +52,9 @@ class GraphQLEndpoint:
         body = await request.get_data()  # never over max_body_bytes: the edge refused it (413)
         try:
             graphql_request = GraphQLRequest.from_json(json.loads(body))
+        except json.JSONDecodeError as exc:
+            return _refused(400, f"the body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                                 f"column {exc.colno}", MALFORMED)
         except (ValueError, RecursionError):
             return _refused(400, "the body must be a JSON object", MALFORMED)
         except BadRequest as exc:

@@ -21,6 +21,7 @@ from typing import Any
 
 from graphql import GraphQLError
 
+from nursery.api.errors import log_answered
 from nursery.errors import MalformedInput, NurseryError, RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,7 @@ def format_error(err: GraphQLError, default_code: str = INVALID) -> dict[str, An
     if isinstance(original, NurseryError):
         formatted["message"] = original.message
         formatted["extensions"] = _extensions(original)
-        if isinstance(original, Unavailable):
-            log.warning("graphql answered %s: %s", original.code, original)
+        log_answered(original)  # as REST logs it: a 503 a warning, a 500 of ours an error
     elif original is not None and not isinstance(original, GraphQLError):
         log.error("unexpected error in a resolver at %s", err.path, exc_info=original)
         formatted["message"] = INTERNAL_MESSAGE

@@ -31,8 +31,11 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>nursery · GraphQL explorer</title>
 <style>
+  /* minmax(0, ...): a long line scrolls or wraps inside its pane instead of widening it and
+     pushing the schema off the right edge. */
   body { font: 14px system-ui, sans-serif; margin: 0; display: grid; height: 100vh;
-         grid-template-columns: 1fr 1fr 26em; grid-template-rows: auto 1fr; }
+         grid-template-columns: minmax(0, 1fr) minmax(0, 1fr) minmax(0, 1.3fr);
+         grid-template-rows: auto minmax(0, 1fr); }
   header { grid-column: 1 / 4; display: flex; gap: .5em; align-items: center;
            padding: .5em; background: #234; color: #fff; }
   header input { flex: 1; font: inherit; }
@@ -40,7 +43,7 @@ PAGE = """<!doctype html>
   textarea, pre { font: 13px ui-monospace, monospace; margin: 0; padding: .5em; border: 0;
                   flex: 1; overflow: auto; white-space: pre; }
   #variables { flex: 0 0 6em; border-top: 1px solid #ccc; }
-  #schema { background: #f6f6f6; }
+  #schema { background: #f6f6f6; white-space: pre-wrap; overflow-wrap: anywhere; }
   h2 { font-size: 12px; margin: 0; padding: .3em .5em; background: #eee; }
 </style>
 </head>

@@ -17,33 +17,28 @@ UUIDs name nothing (``NotFound`` or ``None``, as on PostgreSQL).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import trio
 from pymongo import AsyncMongoClient
 
-from nursery.errors import NotFound, StoreUnavailable
+from nursery.errors import StoreUnavailable
 from nursery.ids import row_id
 from nursery.models import (
-    ChangeBatch,
-    Todo,
     TodoDraft,
-    TodoPage,
-    TodoPatch,
     WriteResult,
 )
 from nursery.stores.asyncio_thread import AsyncioThread
 from nursery.stores.audit import AuditEntry, DayFigures, storable
 from nursery.stores.mongo import _audit, _schema, _todos
 from nursery.stores.mongo._errors import DRIVER_ERRORS, translate
+from nursery.stores.todo_methods import TodoMethods, fingerprint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,31 +48,10 @@ DEFAULT_DATABASE = "nursery"
 Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
 
 
-def _uuid(value: str | None) -> str | None:
-    """The canonical form of a UUID; other ids name nothing (404, as on PostgreSQL)."""
-    if value is None:
-        return None
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-def _known_id(value: str, what: str) -> str:
-    parsed = _uuid(value)
-    if parsed is None:
-        raise NotFound(f"{what} not found")
-    return parsed
-
-
-def _fingerprint(operation: str, request: Any) -> str:
-    """What a keyed write asked for: a retry must ask the same, or it is a different request."""
-    body = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
-    return f"{operation} {hashlib.sha256(body.encode()).hexdigest()[:32]}"
-
-
-class MongoStore:
+class MongoStore(TodoMethods):
     """Todos (``TodoStore``) and the audit log (``AuditStore``) in one MongoDB database."""
+
+    _queries: ClassVar[Any] = _todos  # the todo queries (``TodoMethods``)
 
     def __init__(
         self, db: Any, aio: AsyncioThread, timeout: float, observe: Observe | None = None
@@ -136,62 +110,15 @@ class MongoStore:
     async def create_todo(
         self, user_id: str, draft: TodoDraft, *, idempotency_key: str | None = None
     ) -> WriteResult:
-        uid = _known_id(user_id, "user")
+        uid = self._known(user_id, "user")
         apply = _todos.insert_todo(uid, str(row_id()), draft)
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
-            _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
+            fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
         )
 
-    async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
-        uid, tid = _uuid(user_id), _uuid(todo_id)
-        if uid is None or tid is None:
-            return None
-        return await self._run(_todos.get_todo, uid, tid, name="get_todo")
-
-    async def list_todos(
-        self,
-        user_id: str,
-        *,
-        done: bool | None = None,
-        query: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> TodoPage:
-        uid = _known_id(user_id, "user")
-        return await self._run(_todos.list_todos, uid, done, query, limit, cursor, name="list_todos")
-
-    async def update_todo(
-        self, user_id: str, todo_id: str, patch: TodoPatch, *, idempotency_key: str | None = None
-    ) -> WriteResult:
-        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
-        apply = _todos.update_todo(uid, tid, patch)
-        return await self._run(
-            _todos.write, uid, apply, idempotency_key,
-            _fingerprint(f"update {tid}", [patch.fields, patch.if_rev]), name="update_todo",
-        )
-
-    async def delete_todo(
-        self,
-        user_id: str,
-        todo_id: str,
-        *,
-        if_rev: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> WriteResult:
-        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
-        apply = _todos.delete_todo(uid, tid, if_rev)
-        return await self._run(
-            _todos.write, uid, apply, idempotency_key,
-            _fingerprint(f"delete {tid}", if_rev), name="delete_todo",
-        )
-
-    async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
-        uid = _known_id(user_id, "user")
-        return await self._run(_todos.changes_since, uid, since, limit, name="changes_since")
-
-    async def purge_tombstones(self, older_than_seconds: float) -> int:
-        return await self._run(_todos.purge_tombstones, older_than_seconds, name="purge_tombstones")
+    def _as_id(self, value: uuid.UUID) -> str:
+        return str(value)  # ids are stored in their canonical text form
 
     # -- audit ----------------------------------------------------------------------------------
 
@@ -201,11 +128,11 @@ class MongoStore:
             await self._run(_audit.append, entries, name="append_audit")
 
     async def recent_audit(self, user_id: str, limit: int) -> list[AuditEntry]:
-        uid = _uuid(user_id)
+        uid = self._id(user_id)
         return [] if uid is None else await self._run(_audit.recent, uid, limit, name="recent_audit")
 
     async def daily_figures(self, user_id: str, start: datetime, end: datetime) -> list[DayFigures]:
-        uid = _uuid(user_id)
+        uid = self._id(user_id)
         if uid is None:
             return []
         return await self._run(_audit.daily_figures, uid, start, end, name="daily_figures")

@@ -17,9 +17,9 @@ connection, with short pauses, until the operation's deadline (``timeout``):
     it surely did not happen → always retried: no connection could be opened (or none to a
         read-write server), or the server refused to write (``ReadOnlySQLTransactionError``:
         a demoted primary);
-    it may have happened → retried only when repeating it is harmless: reads, writes with an
-        idempotency key (the retry finds the first attempt's result if it committed), and
-        other writes that state an outcome (revoking, purging); the connection was lost
+    it may have happened → retried only when repeating it is harmless (``_repeatable``):
+        reads, purging tombstones, migrating, and writes with an idempotency key (the retry
+        finds the first attempt's result if it committed); the connection was lost
         mid-operation or the server was shut down.
 
 The connection that failed is closed, not returned to the pool. Whatever is still failing at
@@ -31,27 +31,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 import trio
 
-from nursery.errors import NotFound, StoreUnavailable
+from nursery.errors import StoreUnavailable
 from nursery.models import (
-    ChangeBatch,
     Credentials,
     Session,
-    Todo,
     TodoDraft,
-    TodoPage,
-    TodoPatch,
     User,
     WriteResult,
 )
@@ -65,6 +58,10 @@ from nursery.stores.postgres._errors import (
 )
 from nursery.stores.postgres._hosts import primary_connector
 from nursery.stores.postgres.migrate import apply_migrations
+from nursery.stores.todo_methods import TodoMethods
+from nursery.stores.todo_methods import fingerprint as _fingerprint
+from nursery.stores.todo_methods import known_uuid as _known_id
+from nursery.stores.todo_methods import parse_uuid as _uuid
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,33 +79,12 @@ class _Failover(Exception):
         self.maybe_applied = maybe_applied
 
 
-def _uuid(value: str | None) -> uuid.UUID | None:
-    """Ids that are not UUIDs name nothing: the callers answer 404 as for unknown ids."""
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(value)
-    except (ValueError, AttributeError, TypeError):
-        return None
-
-
-def _fingerprint(operation: str, request: Any) -> str:
-    """What a keyed write asked for: a retry must ask the same, or it is a different request."""
-    body = json.dumps(request, sort_keys=True, default=str, separators=(",", ":"))
-    return f"{operation} {hashlib.sha256(body.encode()).hexdigest()[:32]}"
-
-
-def _known_id(value: str, what: str) -> uuid.UUID:
-    parsed = _uuid(value)
-    if parsed is None:
-        raise NotFound(f"{what} not found")
-    return parsed
-
-
 Observe = Callable[[str, bool, float], None]  # (operation, succeeded, seconds)
 
 
-class PostgresStore:
+class PostgresStore(TodoMethods):
+    _queries: ClassVar[Any] = _todos  # the todo queries (``TodoMethods``)
+
     def __init__(
         self, pool: asyncpg.Pool, aio: AsyncioThread, timeout: float,
         observe: Observe | None = None,
@@ -119,11 +95,9 @@ class PostgresStore:
         self._observe = observe
         self.retries = 0  # operations tried again after a failover-like failure
 
-    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "",
-                   idempotent: bool = False) -> T:
+    async def _run(self, op: Callable[..., Awaitable[T]], *args: Any, name: str = "") -> T:
         """``op(connection, *args)`` on a pooled connection, retried across a failover (see
-        the module docstring; ``idempotent``: repeating it after it may have happened is
-        harmless), all within ``timeout``."""
+        the module docstring and ``_repeatable``), all within ``timeout``."""
         started = time.perf_counter()
         deadline = trio.current_time() + self._timeout
         pause = RETRY_PAUSE
@@ -140,7 +114,7 @@ class PostgresStore:
                     ok = True
                     return result
                 except _Failover as failure:
-                    if (failure.maybe_applied and not idempotent) or (
+                    if (failure.maybe_applied and not _repeatable(op, args)) or (
                             trio.current_time() + pause >= deadline):
                         raise translate(failure.cause) from failure.cause
                     self.retries += 1
@@ -189,10 +163,10 @@ class PostgresStore:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        await self._run(_ping, idempotent=True)
+        await self._run(_ping)
 
     async def migrate(self) -> list[str]:
-        return await self._run(apply_migrations, idempotent=True)
+        return await self._run(apply_migrations)
 
     async def aclose(self) -> None:
         with trio.move_on_after(self._timeout) as scope:
@@ -206,22 +180,21 @@ class PostgresStore:
         return await self._run(_accounts.create_user, email, password_hash)
 
     async def credentials(self, email: str) -> Credentials | None:
-        return await self._run(_accounts.credentials, email, idempotent=True)
+        return await self._run(_accounts.credentials, email)
 
     async def get_user(self, user_id: str) -> User | None:
         uid = _uuid(user_id)
-        return None if uid is None else await self._run(_accounts.get_user, uid, idempotent=True)
+        return None if uid is None else await self._run(_accounts.get_user, uid)
 
     async def create_session(self, user_id: str, device: str) -> Session:
         return await self._run(_accounts.create_session, _known_id(user_id, "user"), device)
 
     async def live_session(self, session_id: str) -> Session | None:
         sid = _uuid(session_id)
-        return None if sid is None else await self._run(_accounts.live_session, sid, idempotent=True)
+        return None if sid is None else await self._run(_accounts.live_session, sid)
 
     async def list_sessions(self, user_id: str) -> list[Session]:
-        return await self._run(_accounts.list_sessions, _known_id(user_id, "user"),
-                               idempotent=True)
+        return await self._run(_accounts.list_sessions, _known_id(user_id, "user"))
 
     async def revoke_sessions(
         self, user_id: str, *, only: str | None = None, keep: str | None = None
@@ -243,61 +216,15 @@ class PostgresStore:
         return await self._run(
             _todos.write, uid, apply, idempotency_key,
             _fingerprint("create", dataclasses.asdict(draft)), name="create_todo",
-            idempotent=True,
         )
 
-    async def get_todo(self, user_id: str, todo_id: str) -> Todo | None:
-        uid, tid = _uuid(user_id), _uuid(todo_id)
-        if uid is None or tid is None:
-            return None
-        return await self._run(_todos.get_todo, uid, tid, idempotent=True)
-
-    async def list_todos(
-        self,
-        user_id: str,
-        *,
-        done: bool | None = None,
-        query: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> TodoPage:
-        uid = _known_id(user_id, "user")
-        return await self._run(_todos.list_todos, uid, done, query, limit, cursor,
-                               idempotent=True)
-
-    async def update_todo(
-        self, user_id: str, todo_id: str, patch: TodoPatch, *, idempotency_key: str | None = None
-    ) -> WriteResult:
-        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
-        apply = _todos.update_todo(uid, tid, patch)
-        return await self._run(
-            _todos.write, uid, apply, idempotency_key,
-            _fingerprint(f"update {tid}", [patch.fields, patch.if_rev]), name="update_todo",
-            idempotent=idempotency_key is not None,
-        )
-
-    async def delete_todo(
-        self,
-        user_id: str,
-        todo_id: str,
-        *,
-        if_rev: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> WriteResult:
-        uid, tid = _known_id(user_id, "user"), _known_id(todo_id, "todo")
-        apply = _todos.delete_todo(uid, tid, if_rev)
-        return await self._run(
-            _todos.write, uid, apply, idempotency_key,
-            _fingerprint(f"delete {tid}", if_rev), name="delete_todo",
-            idempotent=idempotency_key is not None,
-        )
-
-    async def changes_since(self, user_id: str, since: int, *, limit: int = 500) -> ChangeBatch:
-        return await self._run(_todos.changes_since, _known_id(user_id, "user"), since, limit,
-                               idempotent=True)
-
-    async def purge_tombstones(self, older_than_seconds: float) -> int:
-        return await self._run(_todos.purge_tombstones, older_than_seconds, idempotent=True)
+def _repeatable(op: Callable[..., Any], args: tuple[Any, ...]) -> bool:
+    """Whether running ``op`` again after it may have happened is harmless: reads (and purging
+    tombstones, migrating), and writes with an idempotency key, whose retry finds the first
+    attempt's result if it committed (``_todos.write(user, apply, key, fingerprint)``)."""
+    if op is _todos.write:
+        return args[2] is not None
+    return op in _REPEATABLE
 
 
 def _discard(conn: Any) -> None:
@@ -316,6 +243,13 @@ async def _ping(conn: asyncpg.Connection) -> None:
     /readyz must say 503 while no primary is reachable)."""
     if await conn.fetchval("SELECT pg_is_in_recovery()"):
         raise asyncpg.exceptions.ReadOnlySQLTransactionError("the server is a standby")
+
+
+_REPEATABLE: frozenset[Callable[..., Any]] = frozenset({
+    _ping, apply_migrations, _accounts.credentials, _accounts.get_user, _accounts.live_session,
+    _accounts.list_sessions, _todos.get_todo, _todos.list_todos, _todos.changes_since,
+    _todos.purge_tombstones,
+})
 
 
 async def _keep_connection_as_is(conn: asyncpg.Connection) -> None:

@@ -9,7 +9,7 @@
 
 import { Api } from "./api.js";
 import { $, ago, h } from "./dom.js";
-import { dayAsDue, dueDay, parseTags } from "./format.js";
+import { dayAsDue, dueDay, parseNewTodo, parseTags } from "./format.js";
 import { LIVE, LiveTodos, OFFLINE, RECONNECTING, STOPPED } from "./live.js";
 import { Outbox, view } from "./outbox.js";
 import { registerServiceWorker } from "./pwa.js";
@@ -413,10 +413,10 @@ const rowActions = {
 $("#add-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const input = $("#new-title");
-  const title = input.value.trim();
-  if (!title || !outbox) return;
+  if (!input.value.trim() || !outbox) return;
+  const { title, tags } = parseNewTodo(input.value);  // "buy milk #shop": a tag
   input.value = "";
-  outbox.create({ title });
+  outbox.create(tags.length ? { title, tags } : { title });
 });
 
 for (const button of document.querySelectorAll("[data-filter]")) {
@@ -653,10 +653,11 @@ function renderDevices() {
     const isOnline = current ? live?.state === LIVE : online.has(s.id);
     const detail = isOnline ? "online" : `last seen ${ago(s.last_seen_at)}`;
     const name = h("span", { class: "device-name" }, s.device);
-    const revoke = h("button", {
+    // This device signs out with the header's button: one "Sign out" for it, not two.
+    const revoke = current ? null : h("button", {
       type: "button", class: "quiet",
-      "aria-label": current ? "Sign out this device" : `Sign out “${s.device}”`,
-      onclick: () => (current ? $("#signout").click() : revokeSession(s.id)),
+      "aria-label": `Sign out “${s.device}”`,
+      onclick: () => revokeSession(s.id),
     }, "Sign out");
     return h("li", { class: `device${isOnline ? " online" : ""}`, dataset: { id: s.id } },
       h("span", { class: "dot", "aria-hidden": "true" }),

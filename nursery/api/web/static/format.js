@@ -33,6 +33,22 @@ export function showDay(day) {
   return dayFormat.format(new Date(`${day}T00:00:00Z`));
 }
 
+// A tag typed in a new todo's title: "#" at the start of a word, up to the next space. The
+// API's limits: 20 tags of at most 50 characters; a longer one stays in the title.
+const TYPED_TAG = /(^|\s)#([^\s#]{1,50})(?=\s|$)/gu;
+
+/** "buy milk #shop #errands" → {title: "buy milk", tags: ["shop", "errands"]}, as Todoist and
+ * Things read it. A title of tags only ("#shop") is kept as typed: a todo needs a title. */
+export function parseNewTodo(text) {
+  const tags = [];
+  const title = text.replace(TYPED_TAG, (whole, space, tag) => {
+    if (tags.length >= 20) return whole;
+    if (!tags.includes(tag)) tags.push(tag);
+    return space;
+  }).replace(/\s+/g, " ").trim();
+  return title ? { title, tags } : { title: text.trim(), tags: [] };
+}
+
 /** "work, home ,work" → ["work", "home"]. */
 export function parseTags(text) {
   const tags = text.split(",").map((t) => t.trim()).filter(Boolean);

@@ -16,15 +16,18 @@ Trio's own streams, so no asyncio loop has to run under Trio to reach Redis
 Errors: ``ConnectionLost`` (the connection is unusable: closed, reset, timed out, refused)
 and ``ReplyError`` (Redis answered with an error) are ``RedisError``s; a reply that does not
 come within ``timeout`` raises ``trio.TooSlowError`` and breaks the connection (its state is
-unknown). Callers map these to ``BrokerUnavailable`` (``pubsub.redis``).
+unknown). ``RECOVERABLE`` names them all; callers translate them into their own errors with
+``translated`` (the brokers into ``BrokerUnavailable``, the rate limiter into
+``RateLimiterUnavailable``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +50,26 @@ class ConnectionLost(RedisError):
 
 class ReplyError(RedisError):
     """Redis refused a command (``-ERR ...``)."""
+
+
+# What a lost or unreachable server looks like from here. Anything else is a bug: re-raised.
+RECOVERABLE: tuple[type[BaseException], ...] = (RedisError, OSError, trio.TooSlowError)
+
+
+def reason(exc: BaseException) -> str:
+    """A short, credential-free account of a failure, for logs and error messages."""
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def translated[T](call: Awaitable[T], error: Callable[[str], Exception], what: str) -> T:
+    """``call`` (bounded by the client's own timeout); a lost, unreachable or silent Redis
+    becomes ``error("redis <what> failed: <reason>")``, the caller's own exception."""
+    try:
+        return await call
+    except RECOVERABLE as exc:
+        raise error(f"redis {what} failed: {reason(exc)}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +164,39 @@ class _Replies:
             self.done.set()
 
 
-class Connection:
+class Commands:
+    """What every client here offers on top of its ``pipeline``: one command (``call``) and a
+    Lua script (``script``), the same way for a connection, a client and a cluster client."""
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies to ``commands`` in their order; a refused command's is its ``ReplyError``."""
+        raise NotImplementedError
+
+    async def call(self, *args: bytes | str | int | float) -> Any:
+        """The reply to one command (``ReplyError`` if Redis refused it)."""
+        (reply,) = await self.pipeline([args])
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def script(self, source: str, keys: Sequence[str], args: Sequence[int | str]) -> Any:
+        """Run a Lua script (on a cluster, its keys in one slot): by its hash, and by its text
+        the first time the node needs it."""
+        try:
+            return await self.call("EVALSHA", script_sha(source), len(keys), *keys, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.call("EVAL", source, len(keys), *keys, *args)
+
+
+@functools.cache
+def script_sha(source: str) -> str:
+    """The SHA1 Redis knows a script by (EVALSHA)."""
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+class Connection(Commands):
     """One connection to Redis, shared by any number of callers. Open it with ``open``."""
 
     def __init__(self, stream: trio.abc.Stream, timeout: float) -> None:
@@ -168,13 +223,6 @@ class Connection:
         finally:
             connection._fail(ConnectionLost("the connection was closed"))
             await trio.aclose_forcefully(stream)
-
-    async def call(self, *args: bytes | str | int | float) -> Any:
-        """The reply to one command (``ReplyError`` if Redis refused it)."""
-        (reply,) = await self.pipeline([args])
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
 
     async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         """The replies to ``commands``, sent in one write; a refused command's reply is its
@@ -236,7 +284,7 @@ class Connection:
         self.closed.set()
 
 
-class Client:
+class Client(Commands):
     """Commands to one Redis, over one pipelined ``Connection`` that is (re)opened on demand.
     A command that meets a connection lost since its last use is sent once more on a new
     one (a PUBLISH may then arrive twice: subscribers drop duplicates by revision)."""
@@ -248,7 +296,6 @@ class Client:
         self._nursery = nursery
         self._current: Connection | None = None
         self._connecting = trio.Lock()
-        self._scripts: dict[str, bytes] = {}  # source → sha1
 
     @classmethod
     @asynccontextmanager
@@ -260,29 +307,11 @@ class Client:
             finally:
                 nursery.cancel_scope.cancel()
 
-    async def call(self, *args: bytes | str | int | float) -> Any:
-        (reply,) = await self.pipeline([args])
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
-
     async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
         try:
             return await (await self._connection()).pipeline(commands)
         except ConnectionLost:
             return await (await self._connection()).pipeline(commands)  # once, on a new one
-
-    async def script(self, source: str, keys: Sequence[str], args: Sequence[int | str]) -> Any:
-        """Run a Lua script: by its hash, and by its text the first time Redis needs it."""
-        sha = self._scripts.get(source)
-        if sha is None:
-            sha = self._scripts[source] = hashlib.sha1(source.encode()).hexdigest().encode()
-        try:
-            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            return await self.call("EVAL", source, len(keys), *keys, *args)
 
     async def _connection(self) -> Connection:
         async with self._connecting:

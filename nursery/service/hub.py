@@ -175,6 +175,9 @@ class Hub:
     def has_session(self, user_id: str, session_id: str) -> bool:
         return any(s.session_id == session_id for s in self._subscribers.get(user_id, ()))
 
+    def connections_of(self, user_id: str) -> int:
+        return len(self._subscribers.get(user_id, ()))
+
     @property
     def connection_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from nursery.errors import BrokerUnavailable
-from nursery.pubsub.local_first import DEFAULT_PERIOD, LocalFirstLimiter
-from nursery.pubsub.ratelimit import Hits, MemoryRateLimiter, Rate
+from nursery.errors import RateLimiterUnavailable
+from nursery.ratelimit.gcra import Hits, MemoryRateLimiter, Rate
+from nursery.ratelimit.local_first import DEFAULT_PERIOD, LocalFirstLimiter
 
 RATE = Rate(3, 60)  # one hit per 20 s, three at once
 
@@ -46,7 +46,7 @@ async def test_other_instances_learn_the_shared_count_within_a_period(
 class Unreachable:
     async def charge(self, hits: Hits) -> dict[str, float]:
         await trio.sleep(0.5)
-        raise BrokerUnavailable("redis charge failed: timed out")
+        raise RateLimiterUnavailable("redis charge failed: timed out")
 
 
 async def test_without_the_shared_counters_the_local_limit_holds_and_passes_are_counted(
@@ -63,7 +63,7 @@ async def test_without_the_shared_counters_the_local_limit_holds_and_passes_are_
 
 
 async def test_hits_waiting_for_a_charge_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("nursery.pubsub.local_first.MAX_PENDING", 3)
+    monkeypatch.setattr("nursery.ratelimit.local_first.MAX_PENDING", 3)
     limiter = LocalFirstLimiter(MemoryRateLimiter())  # its charging task never runs here
     for user in range(5):
         assert (await limiter.hit(f"u{user}", RATE)).allowed  # the local limit still decides

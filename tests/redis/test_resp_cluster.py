@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
 from nursery.pubsub.redis import unavailable_as_broker_error
-from nursery.pubsub.resp_cluster import (
+from nursery.redis import resp
+from nursery.redis.resp_cluster import (
     ClusterClient,
     ShardUnavailable,
     Topology,
@@ -135,7 +135,7 @@ async def test_scripts_run_on_every_master_loaded_once_per_node(redis_cluster_ur
                 assert await client.script(SCRIPT, [f"{{{tag}}}:a", f"{{{tag}}}:b"], [5]) == [5, 1]
             for tag in tags:  # by hash this time
                 assert await client.script(SCRIPT, [f"{{{tag}}}:a", f"{{{tag}}}:b"], [5]) == [10, 2]
-            sha = client._scripts[SCRIPT]
+            sha = resp.script_sha(SCRIPT)
             for url in by_master:
                 async with resp.Client.open(url, timeout=TIMEOUT) as node:
                     assert await node.call("SCRIPT", "EXISTS", sha) == [1]

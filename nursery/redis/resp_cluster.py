@@ -48,17 +48,18 @@ A command sent again after a lost connection may run twice (as with ``resp.Clien
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
-from nursery.pubsub import resp
-from nursery.pubsub.resp_slots import Topology, command_slot, key_slot, node_name, seed_urls
+from nursery.logs import redact
+from nursery.redis import resp
+from nursery.redis.resp import Commands
+from nursery.redis.resp_slots import Topology, command_slot, key_slot, seed_urls
 
 __all__ = ["ClusterClient", "Commands", "ShardUnavailable", "Topology", "key_slot",
            "open_redis_client", "run_scripts"]
@@ -78,16 +79,6 @@ class ShardUnavailable(resp.ConnectionLost):
 
 
 
-class Commands(Protocol):
-    """What ``resp.Client`` and ``ClusterClient`` both offer."""
-
-    async def call(self, *args: bytes | str | int | float) -> Any: ...
-
-    async def pipeline(self, commands: Sequence[resp.Command]) -> list[Any]: ...
-
-    async def script(self, source: str, keys: Sequence[str], args: Sequence[int | str]) -> Any: ...
-
-
 async def run_scripts(
     client: Commands, source: str, calls: Sequence[tuple[Sequence[str], Sequence[int | str]]]
 ) -> list[Any]:
@@ -97,7 +88,7 @@ async def run_scripts(
     if not calls:
         await trio.lowlevel.checkpoint()
         return []
-    sha = hashlib.sha1(source.encode()).hexdigest()
+    sha = resp.script_sha(source)
     replies = await client.pipeline([("EVALSHA", sha, len(keys), *keys, *args) for keys, args in calls])
     unknown = [i for i, reply in enumerate(replies)
                if isinstance(reply, resp.ReplyError) and str(reply).startswith("NOSCRIPT")]
@@ -118,7 +109,7 @@ def open_redis_client(url: str, *, timeout: float, cluster: bool) -> AbstractAsy
     return resp.Client.open(url, timeout=timeout)
 
 
-class ClusterClient:
+class ClusterClient(Commands):
     """Commands to a Redis Cluster; see the module docstring for routing and errors.
 
     Resource handling: one ``resp.Client`` per node addressed (opened on first use, its
@@ -132,7 +123,6 @@ class ClusterClient:
         self._timeout = timeout
         self._nursery = nursery
         self._clients: dict[str, resp.Client] = {}
-        self._scripts: dict[str, bytes] = {}  # source → sha1
         self._refreshing: trio.Event | None = None  # set when the refresh under way ends
         self._refreshed_at: float | None = None  # when the latest refresh started (trio time)
         self._refresh_error = "not asked yet"
@@ -148,14 +138,6 @@ class ClusterClient:
                 yield cls(seed_url, timeout, nursery)
             finally:
                 nursery.cancel_scope.cancel()
-
-    async def call(self, *args: bytes | str | int | float) -> Any:
-        """The reply to one command; ``ReplyError`` if Redis refused it, ``ShardUnavailable``
-        if it could not be delivered."""
-        (reply,) = await self.pipeline([args])
-        if isinstance(reply, resp.ReplyError):
-            raise reply
-        return reply
 
     async def pipeline(self, commands: Sequence[resp.Command]) -> list[Any]:
         """The replies to ``commands``, in their order; a refused command's reply is its
@@ -198,19 +180,6 @@ class ClusterClient:
                 replies)
         return replies
 
-    async def script(self, source: str, keys: Sequence[str], args: Sequence[int | str]) -> Any:
-        """Run a Lua script on the master of its keys (all in one slot): by its hash, and by
-        its text the first time that node needs it."""
-        sha = self._scripts.get(source)
-        if sha is None:
-            sha = self._scripts[source] = hashlib.sha1(source.encode()).hexdigest().encode()
-        try:
-            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
-        except resp.ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            return await self.call("EVAL", source, len(keys), *keys, *args)
-
     def _owner(self, command: resp.Command) -> str | None:
         slot = command_slot(command)
         if slot is not None:
@@ -248,17 +217,17 @@ class ClusterClient:
         try:
             answers = iter(await client.pipeline(wire))
         except resp.ConnectionLost as exc:
-            failure = resp.ConnectionLost(f"{node_name(url)}: {exc}")
+            failure = resp.ConnectionLost(f"{redact(url)}: {exc}")
             unreachable.update(index for index, _ in items)
         except trio.TooSlowError:
-            failure = resp.ConnectionLost(f"no reply from {node_name(url)} within {self._timeout} s")
+            failure = resp.ConnectionLost(f"no reply from {redact(url)} within {self._timeout} s")
         else:
             for index, asking in items:
                 if asking:
                     next(answers)  # ASKING's +OK
                 reply = next(answers)
                 if isinstance(reply, resp.ReplyError) and str(reply).startswith("CLUSTERDOWN"):
-                    reply = resp.ConnectionLost(f"{node_name(url)}: {reply}")
+                    reply = resp.ConnectionLost(f"{redact(url)}: {reply}")
                 replies[index] = reply
             return
         for index, _ in items:

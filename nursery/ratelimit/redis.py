@@ -1,7 +1,8 @@
 """``RedisRateLimiter``: GCRA in Redis, one Lua script (one round trip) per hit.
 
 The script reads Redis's clock (TIME), so instances with skewed clocks still share one
-limit. Keys expire when their TAT passes. See ``ratelimit.py`` for the algorithm.
+limit. Keys expire when their TAT passes. See ``gcra.py`` for the algorithm. A lost,
+unreachable or silent Redis is ``RateLimiterUnavailable`` (the callers fail open or answer 503).
 
 On a Redis Cluster (``cluster=True``) every script call must keep its keys in one slot: a
 charge runs one script per slot (all in one pipeline, one round trip per master) instead of
@@ -13,11 +14,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
-from nursery.pubsub.ratelimit import Hits, Rate, Verdict
-from nursery.pubsub.redis import describe, unavailable_as_broker_error
-from nursery.pubsub.resp_cluster import Commands, key_slot, open_redis_client, run_scripts
+from nursery.errors import RateLimiterUnavailable
+from nursery.logs import redact
+from nursery.ratelimit.gcra import Hits, Rate, Verdict
+from nursery.redis import resp
+from nursery.redis.resp_cluster import Commands, key_slot, open_redis_client, run_scripts
 
 KEY = "nursery:rate:{key}"
 
@@ -64,7 +65,7 @@ CHARGE_BATCH = 500  # keys per script call
 
 class RedisRateLimiter:
     def __init__(self, url: str, timeout: float, commands: Commands, *, cluster: bool = False) -> None:
-        self.url = describe(url)
+        self.url = redact(url)
         self.timeout = timeout
         self._commands = commands
         self._cluster = cluster
@@ -79,10 +80,11 @@ class RedisRateLimiter:
             yield cls(url, timeout, commands, cluster=cluster)
 
     async def hit(self, key: str, rate: Rate) -> Verdict:
-        allowed, retry_us = await unavailable_as_broker_error(
-            "rate limit", self._commands.script(
+        allowed, retry_us = await resp.translated(
+            self._commands.script(
                 _GCRA, [KEY.format(key=key)], [round(rate.interval * 1e6), round(rate.per * 1e6)]
             ),
+            RateLimiterUnavailable, "rate limit",
         )
         return Verdict(bool(allowed), int(retry_us) / 1e6)
 
@@ -95,11 +97,11 @@ class RedisRateLimiter:
                 count, rate = hits[key]
                 args += [count, round(rate.interval * 1e6), round(rate.per * 1e6)]
             calls.append(([KEY.format(key=key) for key in batch], args))
-        replies = await unavailable_as_broker_error(
-            "rate limit charge", run_scripts(self._commands, _CHARGE, calls))
+        replies = await resp.translated(
+            run_scripts(self._commands, _CHARGE, calls), RateLimiterUnavailable, "rate limit charge")
         refused = next((r for r in replies if isinstance(r, resp.ReplyError)), None)
         if refused is not None:
-            raise BrokerUnavailable(f"redis rate limit charge failed: {refused}")
+            raise RateLimiterUnavailable(f"redis rate limit charge failed: {refused}")
         over: dict[str, float] = {}
         for batch, waits in zip(batches, replies, strict=True):
             over.update((key, int(wait_us) / 1e6) for key, wait_us in zip(batch, waits, strict=True))

@@ -10,9 +10,12 @@ sockets is a few round trips, not one each. A channel is *heard* once Redis conf
 last request about it.
 
 Lost connections are retried forever with jittered backoff; once every wanted channel is
-confirmed again the owner is told (``on_resubscribed``), before any new message. A channel
-Redis drops on its own (a sharded channel whose slot moved to another master) leaves the
-wanted set and is handed to ``on_evicted``, for the owner to place elsewhere.
+confirmed again the owner is told (``Listener.resubscribed``), before any new message. A
+channel Redis drops on its own (a sharded channel whose slot moved to another master) leaves
+the wanted set and is handed to ``on_evicted``, for the owner to place elsewhere.
+
+It speaks of channels, not of topics: the brokers (``nursery.pubsub``) turn what it hears
+into their deliveries, and a failed start (``NotSubscribed``) into ``BrokerUnavailable``.
 """
 
 from __future__ import annotations
@@ -20,19 +23,32 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Collection, Iterator
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import trio
 
-from nursery.errors import BrokerUnavailable
-from nursery.pubsub import resp
-from nursery.pubsub.broker import Deliver, Delivery, Followed, Message, Resubscribed
+from nursery.redis import resp
 
 log = logging.getLogger(__name__)
 
-# What a lost or unreachable server looks like from here. Anything else is a bug: re-raised.
-RECOVERABLE: tuple[type[BaseException], ...] = (resp.RedisError, OSError, trio.TooSlowError)
 SUBSCRIBE_BATCH = 1000  # channels per SUBSCRIBE or UNSUBSCRIBE
+
+
+class NotSubscribed(resp.RedisError):
+    """The subscription could not be made within its timeout when it started."""
+
+
+class Listener(Protocol):
+    """What the owner of a subscription hears, in order, in the subscription's task. An
+    exception from any of these ends the subscription (re-raised)."""
+
+    def message(self, channel: bytes, payload: bytes) -> None: ...
+
+    def followed(self, channels: set[bytes]) -> None:
+        """``channels`` are heard from now on (newly wanted ones)."""
+
+    def resubscribed(self, channels: set[bytes]) -> None:
+        """``channels`` are heard again on a new connection: messages before may be lost."""
 
 
 class _Silent(Exception):
@@ -48,17 +64,10 @@ def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Iterator[float]:
         delay = min(cap, delay * 2)
 
 
-def reason(exc: BaseException) -> str:
-    """A short, credential-free account of a failure, for logs and error messages."""
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"
-
-
 class ChannelSubscription:
     """Subscriptions to ``wanted`` channels on the server at ``url``.
 
-    ``topic_of`` names a channel's topic in deliveries. ``timeout`` bounds every network wait;
+    ``timeout`` bounds every network wait;
     ``ping_interval`` is how long the connection may be quiet before it sends a PING: one
     unanswered for ``timeout`` seconds means a dead connection (noticed within
     ``ping_interval + timeout``). ``slot_of`` (sharded subscriptions only) groups channels
@@ -68,7 +77,7 @@ class ChannelSubscription:
 
     def __init__(
         self, url: str, where: str, *, timeout: float, ping_interval: float,
-        topic_of: Callable[[bytes], str], slot_of: Callable[[bytes], int] | None = None,
+        slot_of: Callable[[bytes], int] | None = None,
     ) -> None:
         self.url = url
         self.where = where  # the URL without credentials
@@ -77,7 +86,6 @@ class ChannelSubscription:
         self.reconnects = 0
         self.connected = False
         self.wanted: set[bytes] = set()
-        self._topic_of = topic_of
         self._slot_of = slot_of
         self._asked: set[bytes] = set()  # what this connection asked to be subscribed to
         # Subscribe and unsubscribe requests may cross their confirmations, so each channel
@@ -89,7 +97,7 @@ class ChannelSubscription:
 
     def want(self, channel: bytes, *, refill: bool = False) -> None:
         """Subscribe ``channel`` soon; ``refill``: its messages may have been missed before
-        (it comes from another connection), so its confirmation is a ``Resubscribed``."""
+        (it comes from another connection), so its confirmation is ``resubscribed``."""
         self.wanted.add(channel)
         if refill:
             self._refill.add(channel)
@@ -116,7 +124,7 @@ class ChannelSubscription:
             self._listening.cancel()
 
     async def run(
-        self, deliver: Deliver, *, fresh: bool = True,
+        self, listener: Listener, *, fresh: bool = True,
         on_evicted: Callable[[set[bytes]], None] = lambda channels: None,
         on_lost: Callable[[], None] = lambda: None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -124,16 +132,16 @@ class ChannelSubscription:
         """Keep the subscription until cancelled; the caller's nursery owns this task.
 
         ``fresh``: ``task_status.started()`` once every wanted channel is confirmed; if that
-        does not happen within ``timeout`` (retrying with backoff), raises
-        ``BrokerUnavailable`` so that startup fails loudly. Afterwards (and from the start if
-        not ``fresh``), each time every wanted channel is confirmed on a new connection,
-        ``Resubscribed(<their topics>)`` precedes any new message; a lost connection is
+        does not happen within ``timeout`` (retrying with backoff), raises ``NotSubscribed``
+        so that startup fails loudly. Afterwards (and from the start if not ``fresh``), each
+        time every wanted channel is confirmed on a new connection,
+        ``listener.resubscribed(<them>)`` precedes any new message; a lost connection is
         logged, counted, reported to ``on_lost`` and retried forever (0.05 s doubling to 2 s).
-        New channels are confirmed with ``Followed`` (``Resubscribed`` if wanted with
+        New channels are confirmed with ``listener.followed`` (``resubscribed`` if wanted with
         ``refill``).
 
-        ``deliver`` runs in this task; an exception from it ends the subscription (re-raised).
-        On cancellation the connection is closed.
+        ``listener`` runs in this task; an exception from it ends the subscription
+        (re-raised). On cancellation the connection is closed.
         """
         started = not fresh
         deadline = trio.current_time() + self.timeout
@@ -147,7 +155,7 @@ class ChannelSubscription:
                 ) as subscriber:
                     self._asked, self._heard, self._unanswered = set(), set(), {}
                     self._refill.clear()  # the whole set is refilled below
-                    await self._resubscribe(subscriber, deliver, on_evicted)
+                    await self._resubscribe(subscriber, listener, on_evicted)
                     self.connected = True
                     if not started:
                         started = True
@@ -160,33 +168,30 @@ class ChannelSubscription:
                                 "between may be lost", self.where, trio.current_time() - lost_at,
                                 attempts,
                             )
-                        deliver(Resubscribed(self._topics(self.wanted)))
+                        listener.resubscribed(set(self.wanted))
                     delays, lost_at, attempts = backoff_delays(), None, 0
-                    await self._listen(subscriber, deliver, on_evicted)
-            except RECOVERABLE + (_Silent,) as exc:
+                    await self._listen(subscriber, listener, on_evicted)
+            except resp.RECOVERABLE + (_Silent,) as exc:
                 self.connected = False
                 attempts += 1
                 if not started:
                     if trio.current_time() >= deadline:
-                        raise BrokerUnavailable(
-                            f"cannot subscribe on {self.where}: {reason(exc)}"
+                        raise NotSubscribed(
+                            f"cannot subscribe on {self.where}: {resp.reason(exc)}"
                         ) from exc
                 elif lost_at is None:
                     lost_at = trio.current_time()
                     self.reconnects += 1
-                    log.warning("lost the subscription on %s: %s; reconnecting", self.where, reason(exc))
+                    log.warning("lost the subscription on %s: %s; reconnecting", self.where, resp.reason(exc))
                     on_lost()
                 else:
-                    log.info("still cannot resubscribe on %s: %s", self.where, reason(exc))
+                    log.info("still cannot resubscribe on %s: %s", self.where, resp.reason(exc))
             finally:
                 self.connected = False
                 self._listening = None
             await trio.sleep(next(delays))
 
-    def _topics(self, channels: Collection[bytes]) -> frozenset[str]:
-        return frozenset(map(self._topic_of, channels))
-
-    async def _resubscribe(self, subscriber: resp.Subscriber, deliver: Deliver,
+    async def _resubscribe(self, subscriber: resp.Subscriber, listener: Listener,
                            on_evicted: Callable[[set[bytes]], None]) -> None:
         """Subscribe a new connection to everything wanted; return once Redis confirmed it
         all (messages arriving meanwhile are delivered)."""
@@ -196,7 +201,7 @@ class ChannelSubscription:
                 if not self._unanswered:
                     return
                 for name, payload in await subscriber.messages():
-                    deliver(Message(self._topic_of(name), payload))
+                    listener.message(name, payload)
                 self._confirmed(subscriber, on_evicted)
 
     async def _apply(self, subscriber: resp.Subscriber) -> None:
@@ -251,9 +256,9 @@ class ChannelSubscription:
             on_evicted(evicted)
         return newly, refill
 
-    async def _listen(self, subscriber: resp.Subscriber, deliver: Deliver,
+    async def _listen(self, subscriber: resp.Subscriber, listener: Listener,
                       on_evicted: Callable[[set[bytes]], None]) -> NoReturn:
-        """Hand messages to ``deliver`` until the connection fails or falls silent; apply
+        """Hand messages to ``listener`` until the connection fails or falls silent; apply
         changes to the wanted set as they come; confirm new channels."""
         pinged_at: float | None = None
         while True:
@@ -268,15 +273,12 @@ class ChannelSubscription:
             if messages is not None:
                 pinged_at = None  # anything heard proves the connection alive
                 for name, payload in messages:
-                    deliver(Message(self._topic_of(name), payload))
+                    listener.message(name, payload)
                 newly, refill = self._confirmed(subscriber, on_evicted)
-                confirmations: list[Delivery] = []
                 if newly:
-                    confirmations.append(Followed(self._topics(newly)))
+                    listener.followed(newly)
                 if refill:
-                    confirmations.append(Resubscribed(self._topics(refill)))
-                for confirmation in confirmations:
-                    deliver(confirmation)
+                    listener.resubscribed(refill)
             elif self.wanted != self._asked:
                 continue  # woken to apply a change
             elif pinged_at is None:  # quiet: ping (traffic already proves a connection alive)

@@ -22,14 +22,13 @@ from urllib.parse import urlsplit
 
 import trio
 
-from nursery.pubsub import resp
+from nursery.logs import redact
+from nursery.redis import resp
 
 log = logging.getLogger(__name__)
 
 SLOTS = 16384
 _SCRIPT_COMMANDS = frozenset({b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL", b"FCALL_RO"})
-# What asking a node for its slots may meet when the node is not there to answer.
-_RECOVERABLE = (resp.RedisError, OSError, trio.TooSlowError)
 
 
 
@@ -56,7 +55,8 @@ def seed_urls(url: str) -> list[str]:
 
 
 def command_slot(command: resp.Command) -> int | None:
-    """The slot ``command`` must be sent to (see Routing above); None: any master."""
+    """The slot ``command`` must be sent to: its key's (argument 1; argument 3 for the script
+    commands when numkeys is not 0); None for a command without a key (any master)."""
     name = _as_bytes(command[0]).upper()
     position = 1
     if name in _SCRIPT_COMMANDS:
@@ -148,11 +148,11 @@ class Topology:
         try:
             async with resp.Connection.open(url, timeout=self._timeout) as connection:
                 ranges, replicas = await self._slot_map(connection, url)
-        except _RECOVERABLE as exc:
-            failures.append(f"{node_name(url)}: {exc or type(exc).__name__}")
+        except resp.RECOVERABLE as exc:
+            failures.append(f"{redact(url)}: {exc or type(exc).__name__}")
             return
         if not ranges:  # a node not (yet) part of a cluster: no answer
-            failures.append(f"{node_name(url)} serves no slots")
+            failures.append(f"{redact(url)} serves no slots")
             return
         answers.append((ranges, replicas))
         done.cancel()
@@ -191,12 +191,6 @@ def _pairs(flat: list[Any]) -> dict[bytes, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def node_name(url: str) -> str:
-    """host:port of ``url``, without credentials, for messages."""
-    address = resp.Address.from_url(url)
-    return f"{address.host}:{address.port}"
-
-
 def _describe_ranges(ranges: list[tuple[int, int, str]]) -> str:
-    return ", ".join(f"{first}-{last} {node_name(url)}" for first, last, url in ranges)
+    return ", ".join(f"{first}-{last} {redact(url)}" for first, last, url in ranges)
 

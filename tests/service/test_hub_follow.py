@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from nursery.pubsub.broker import EVERYONE, Deliver, Followed
-from nursery.pubsub.hub import Hub, Item, Refill
 from nursery.pubsub.memory import MemoryPresence
+from nursery.service.hub import Hub, Item, Refill
 
 
 class ConfirmingBroker:

@@ -7,8 +7,8 @@ from collections.abc import Collection
 
 import trio
 
-from nursery.pubsub.hub import PRESENCE_BATCH, Hub, Item, OnlineNow
 from nursery.pubsub.memory import MemoryBroker, MemoryPresence
+from nursery.service.hub import PRESENCE_BATCH, Hub, Item, OnlineNow
 
 
 class Device:

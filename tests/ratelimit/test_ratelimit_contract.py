@@ -11,9 +11,9 @@ import pytest
 import trio
 
 from nursery.config import Settings
-from nursery.errors import BrokerUnavailable
-from nursery.pubsub import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
-from nursery.pubsub.ratelimit import gcra
+from nursery.errors import RateLimiterUnavailable
+from nursery.ratelimit import MemoryRateLimiter, Rate, SharedRateLimiter, open_rate_limiter
+from nursery.ratelimit.gcra import gcra
 
 OpenLimiters = Callable[[int], AbstractAsyncContextManager[list[SharedRateLimiter]]]
 
@@ -102,13 +102,13 @@ def test_gcra_steps() -> None:
     assert verdict.allowed
 
 
-async def test_redis_limiter_outage_raises_broker_unavailable(own_redis: object) -> None:
+async def test_redis_limiter_outage_raises_rate_limiter_unavailable(own_redis: object) -> None:
     with trio.fail_after(15):
         settings = Settings(redis_url=own_redis.url, broker_timeout=1.0)  # type: ignore[attr-defined]
         async with open_rate_limiter(settings) as limiter:
             assert (await limiter.hit("k", Rate(10, 1))).allowed
             own_redis.stop()  # type: ignore[attr-defined]
-            with pytest.raises(BrokerUnavailable):
+            with pytest.raises(RateLimiterUnavailable):
                 await limiter.hit("k", Rate(10, 1))
             own_redis.start()  # type: ignore[attr-defined]
             assert (await limiter.hit("k", Rate(10, 1))).allowed

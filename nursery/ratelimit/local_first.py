@@ -26,8 +26,8 @@ from typing import NoReturn
 
 import trio
 
-from nursery.errors import BrokerUnavailable
-from nursery.pubsub.ratelimit import Hits, Rate, SharedCounters, Verdict, gcra
+from nursery.errors import RateLimiterUnavailable
+from nursery.ratelimit.gcra import Hits, Rate, SharedCounters, Verdict, gcra
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class LocalFirstLimiter:
         pending, self._pending = self._pending, {}
         try:
             waits = await self._shared.charge(pending)
-        except BrokerUnavailable as exc:
+        except RateLimiterUnavailable as exc:
             uncounted = sum(count for count, _ in pending.values())
             if self.failed_open == 0 or (self.failed_open + uncounted) // 1000 > self.failed_open // 1000:
                 log.error("shared rate limits not updated (the local limits hold): %s", exc)

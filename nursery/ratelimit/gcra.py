@@ -6,7 +6,7 @@ is allowed when, after adding one emission interval ``per / count``, the TAT is 
 ``per`` ahead of now; otherwise the answer says how long until it would be.
 
 Backends: ``MemoryRateLimiter`` (one process) here; ``RedisRateLimiter`` in
-``redis_limits.py`` (one Lua script per hit, Redis's own clock, so every instance agrees).
+``redis.py`` (one Lua script per hit, Redis's own clock, so every instance agrees).
 Both also take hits in bulk (``charge``) for ``local_first.LocalFirstLimiter``.
 """
 
@@ -29,7 +29,7 @@ class Verdict:
 class RateLimiter(Protocol):
     async def hit(self, key: str, rate: Rate) -> Verdict:
         """Count one hit on ``key``; refused hits are not counted. Raises
-        ``BrokerUnavailable`` when the shared counters cannot be reached."""
+        ``RateLimiterUnavailable`` when the shared counters cannot be reached."""
 
 
 Hits = dict[str, tuple[int, Rate]]  # key → (hits already let through, its rate)
@@ -39,7 +39,7 @@ class SharedCounters(Protocol):
     async def charge(self, hits: Hits) -> dict[str, float]:
         """Add hits that were already let through (they are counted even past the limit);
         answer, per key, how long until it would allow a hit again (0: it would now).
-        Raises ``BrokerUnavailable`` when the shared counters cannot be reached."""
+        Raises ``RateLimiterUnavailable`` when the shared counters cannot be reached."""
 
 
 class SharedRateLimiter(RateLimiter, SharedCounters, Protocol):
