@@ -108,7 +108,8 @@ class Settings:
     )
     redis_url: str | None = _setting(
         None, _url("redis", "rediss"),
-        "Redis URL for the broker between instances; unset: in-process broker",
+        "Redis URL for the broker between instances; unset: in-process broker. A Redis Cluster"
+        " (NURSERY_REDIS_CLUSTER) may be named by several nodes, comma-separated",
     )
     redis_cluster: bool = _setting(
         False, BOOL,

@@ -11,6 +11,8 @@ teardown and removes its scratch directory.
 - ``redis_cluster`` (session): a 3-master Redis Cluster (``RedisCluster``), no persistence.
 - ``redis_cluster_url`` (test): a seed URL of ``redis_cluster``, every node running and
   healthy, its keys and scripts flushed.
+- ``redis_ha_cluster`` (test): a Redis Cluster of 3 masters each with a replica, as ``nursery
+  cluster up --ha`` runs it (its own for each test: a failover test leaves its roles changed).
 - ``own_redis`` / ``own_postgres`` (test): private servers the test may ``stop()`` and
   ``start()`` again on the same port (fault tests); stopped at teardown if still running.
 - ``open_dir`` (test): an empty directory for an embedded PostgreSQL's data dir (pytest's
@@ -116,3 +118,15 @@ def redis_cluster_url(redis_cluster: RedisCluster) -> str:
     redis_cluster.start()
     redis_cluster.flushall()
     return redis_cluster.url
+
+
+@pytest.fixture
+def redis_ha_cluster() -> Iterator[RedisCluster]:
+    directory = scratch_dir("nursery-redis-ha-")
+    cluster = RedisCluster(directory, nodes=6, replicas=1)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -7,7 +7,9 @@ session-scoped pytest fixtures can own them (pytest-trio's async fixtures are pe
   stopped and started again on the same port, for fault tests.
 - ``RedisCluster``: three such servers as the masters of one Redis Cluster (no replicas),
   joined by ``redis-cli --cluster create``; one node can be stopped and started again, and
-  rejoins with its slots.
+  rejoins with its slots. With ``replicas=1`` (as ``nursery cluster up --ha``): six, each
+  master with a replica that Redis promotes when its master is lost; a killed master started
+  again rejoins as a replica.
 - PostgreSQL: ``nursery.stores.embedded.PrivatePostgres`` (the same code ``nursery serve``
   uses), re-exported here with ``new_database()``.
 
@@ -187,13 +189,19 @@ class RedisCluster:
     ones and rejoins with its slots (its nodes.conf is kept; its data is not).
 
     ``start`` returns once every node reports the whole cluster healthy (``ready``); so does
-    ``start_node``. Whoever calls ``start`` calls ``stop``."""
+    ``start_node``. Whoever calls ``start`` calls ``stop``.
 
-    def __init__(self, directory: Path, *, nodes: int = redis_cluster.NODES,
-                 replicas: int = 0) -> None:
-        """``replicas`` per master: ``nodes`` counts them too (6 nodes, 1 replica: 3 masters)."""
+    ``replicas``: per master (``nodes`` counts them too: 6 nodes, 1 replica: 3 masters), as
+    ``--ha`` runs them (``node_timeout_ms``: its cluster-node-timeout); ``ready``
+    then also waits until every master has its replicas attached and in sync. Which node is
+    a master is Redis's choice and changes on failover: ``role`` tells."""
+
+    def __init__(self, directory: Path, *, nodes: int = redis_cluster.NODES, replicas: int = 0,
+                 node_timeout_ms: int | None = None) -> None:
         self.directory = directory
         self.replicas = replicas
+        if node_timeout_ms is None:
+            node_timeout_ms = redis_cluster.NODE_TIMEOUT_MS
         ports: list[int] = []
         while len(ports) < 2 * nodes:  # each node's client and bus ports, all distinct
             if (port := free_port()) not in ports:
@@ -203,7 +211,7 @@ class RedisCluster:
             node_dir = directory / f"node-{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
             self.nodes.append(RedisServer(node_dir, port=ports[2 * i], options=redis_cluster.node_args(
-                bus_port=ports[2 * i + 1], directory=node_dir)))
+                bus_port=ports[2 * i + 1], directory=node_dir, node_timeout_ms=node_timeout_ms)))
         self._created = False
         self._ids: dict[int, str] = {}  # node index → cluster id, asked once
 
@@ -227,6 +235,8 @@ class RedisCluster:
             self._create(max(1.0, deadline - time.monotonic()))
             self._created = True
         self.wait_ready(max(1.0, deadline - time.monotonic()))
+        for index in range(len(self.nodes)):
+            self.node_id(index)  # known before a test stops any node
         return self.url
 
     def stop(self) -> None:
@@ -244,15 +254,25 @@ class RedisCluster:
         self.nodes[index].start(timeout)
         self.wait_ready(max(1.0, deadline - time.monotonic()))
 
+    def stop_node_abruptly(self, index: int) -> None:
+        """SIGKILL one node, as in a crash (with replicas: its replica takes over)."""
+        self.nodes[index].kill()
+
     def ready(self) -> bool:
-        """Every node answers and reports the whole cluster healthy (``redis_cluster.ready``)."""
+        """Every node answers and reports the whole cluster healthy (``redis_cluster.ready``);
+        with replicas, each master's are attached (``redis_cluster.replicated``) and in sync."""
         try:
             infos = [redis_cluster.parse_info(node.text("CLUSTER", "INFO", timeout=1.0))
                      for node in self.nodes]
-        except OSError:
+            if not all(redis_cluster.ready(info, len(self.nodes)) for info in infos):
+                return False
+            if not self.replicas:
+                return True
+            return self._replicas_linked() and all(
+                redis_cluster.replicated(node.text("CLUSTER", "NODES", timeout=1.0), self.replicas)
+                for node in self.nodes)
+        except (OSError, ServerFailed):
             return False
-        return all(redis_cluster.ready(info, len(self.nodes)) for info in infos) and (
-            not self.replicas or self._replicas_linked())
 
     def _replicas_linked(self) -> bool:
         """Every replica streams from its master (a replica that never did cannot take over:
@@ -262,6 +282,20 @@ class RedisCluster:
             info = redis_cluster.parse_info(node.text("INFO", "replication", timeout=1.0))
             linked += info.get("role") == "slave" and info.get("master_link_status") == "up"
         return linked == len(self.nodes) * self.replicas // (1 + self.replicas)
+
+    def role(self, index: int) -> str | None:
+        """"master" or "replica": what node ``index`` says it is now. Raises OSError when
+        it cannot be reached."""
+        return redis_cluster.own_role(self.nodes[index].text("CLUSTER", "NODES", timeout=1.0))
+
+    def master_of(self, index: int) -> int | None:
+        """The index of the master node ``index`` replicates, by its own ``CLUSTER NODES``."""
+        for line in self.nodes[index].text("CLUSTER", "NODES", timeout=1.0).splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and "myself" in fields[2].split(",") and fields[3] != "-":
+                ids = [self.node_id(i) for i in range(len(self.nodes))]
+                return ids.index(fields[3]) if fields[3] in ids else None
+        return None
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -31,6 +31,7 @@ class Child:
     log_path: Path
     probe: Callable[[], Any]  # async () -> str | None: a short description when healthy
     stop_signal: int = signal.SIGTERM  # asks it to stop gracefully
+    restart_delay: float = 0.0  # at least this long before starting it again after a crash
     process: trio.Process | None = None
     state: str = "new"
     generation: int = 0  # how many times it was started

@@ -69,16 +69,16 @@ async def probe_state(state: dict[str, Any]) -> dict[str, str | None]:
     def patroni_probe_of(host: str, port: int, proc: dict[str, Any]) -> Callable[[], Any]:
         return _ha.patroni_probe_of(host, int(proc.get("api_port") or 0))
 
-    probes = {"redis": redis_probe_of, "redis-node": redis_cluster_probe_of, "postgres": postgres_probe_of}
+    probes = {"redis": redis_probe_of, "postgres": postgres_probe_of}
+    redis_nodes = sum(proc["kind"] == "redis-node" for proc in state.get("processes", []))
     async with trio.open_nursery() as nursery:
         for proc in state.get("processes", []):
-            if proc["kind"] == "patroni":
+            if proc["kind"] == "redis-node":
+                probe = redis_cluster_probe_of(proc["host"], proc["port"], redis_nodes)
+            elif proc["kind"] == "patroni":
                 probe = patroni_probe_of(proc["host"], proc["port"], proc)
             elif proc["kind"] == "etcd":
                 probe = _ha.etcd_probe_of(proc["host"], proc["port"])
-            elif proc["kind"] == "redis-node":
-                nodes = sum(p["kind"] == "redis-node" for p in state.get("processes", []))
-                probe = redis_cluster_probe_of(proc["host"], proc["port"], nodes)
             else:
                 probe = probes.get(proc["kind"], readyz_probe)(proc["host"], proc["port"])
             if proc["kind"] == "caddy" and state.get("tls"):  # at its https:// address
@@ -288,10 +288,11 @@ def add_cluster_commands(subparsers: Any) -> argparse.ArgumentParser:
                          "with NURSERY_REDIS_URL set: it names a cluster node (also "
                          "NURSERY_REDIS_CLUSTER=true)")
     up.add_argument("--ha", action="store_true", default=None,
-                    help="no single point of failure in the data tier: PostgreSQL with automatic "
-                         "failover (etcd and 3 nodes under Patroni, a synchronous standby; needs "
-                         "the etcd-server and patroni packages) and a Redis Cluster of 3 masters "
-                         "with a replica each (unless NURSERY_REDIS_URL is set)")
+                    help="no single point of failure in the data tier: PostgreSQL with "
+                         "automatic failover (etcd and 3 nodes under Patroni, a synchronous "
+                         "standby; needs the etcd-server and patroni packages) and, unless "
+                         "NURSERY_REDIS_URL is set, a Redis Cluster of 3 masters each with a "
+                         "replica (needs redis-cli)")
     up.add_argument("--proxy-host",
                     help="the address Caddy alone binds (default: --host); with --tls, 0.0.0.0 "
                          "lets a phone on the network install the app while the instances, Redis "
@@ -340,7 +341,7 @@ def run_cluster_command(args: argparse.Namespace) -> int:
             directory=directory, instances=args.instances, base_port=args.base_port,
             proxy_port=args.proxy_port, host=args.host, health_interval=args.health_interval,
             caddy=args.caddy, caddyfile=args.caddyfile, ready_timeout=args.ready_timeout,
-            redis_cluster=True if args.ha else args.redis_cluster, ha=args.ha, tls=args.tls,
+            redis_cluster=args.redis_cluster, ha=args.ha, tls=args.tls,
             proxy_host=args.proxy_host)
         _check_config(config)
         trio.run(run_cluster, config)
@@ -363,7 +364,7 @@ def _check_config(config: ClusterConfig) -> None:
     programs = {config.caddy: "caddy"}
     if not config.redis_url:
         programs[config.redis_server] = "redis-server"
-        if config.redis_cluster:
+        if config.uses_redis_cluster:
             programs[config.redis_cli] = "redis-tools"
     if config.ha and not config.database_url:
         programs[config.etcd] = "etcd-server"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.cluster._tls import proxy_url
 from nursery.config import Settings
 from nursery.errors import NurseryError
@@ -48,7 +49,7 @@ class ClusterConfig:
     redis_server: str = "redis-server"
     redis_cluster: bool = False  # a Redis Cluster (of our own, or NURSERY_REDIS_URL's node)
     redis_cli: str = "redis-cli"  # forms our own cluster
-    ha: bool = False  # etcd + ha_nodes PostgreSQL nodes under Patroni (_ha)
+    ha: bool = False  # etcd + ha_nodes PostgreSQL nodes under Patroni (_ha); Redis with replicas
     ha_nodes: int = 3
     db_sync_strict: bool = True  # NURSERY_DB_SYNC_STRICT
     etcd: str = "etcd"
@@ -64,6 +65,17 @@ class ClusterConfig:
     @property
     def effective_drain_delay(self) -> float:
         return self.drain_delay if self.drain_delay is not None else self.health_interval + 1.0
+
+    @property
+    def uses_redis_cluster(self) -> bool:
+        """The instances' Redis is a cluster: ``redis_cluster``, or ``ha`` with our own Redis
+        (a cluster whose masters each have a replica)."""
+        return self.redis_cluster or (self.ha and not self.redis_url)
+
+    @property
+    def redis_replicas(self) -> int:
+        """Replicas per master of our own Redis Cluster: one with ``ha``."""
+        return redis_cluster.REPLICAS if self.ha else 0
 
     @property
     def proxy_bind(self) -> str:

@@ -94,19 +94,29 @@ def redis_cluster_probe_of(host: str, port: int, size: int = redis_cluster.NODES
 
 async def redis_cluster_probe(host: str, port: int, size: int = redis_cluster.NODES) -> str | None:
     """"cluster ok, slots 0-5460" when the node reports the whole cluster healthy (state ok,
-    every slot served, all ``size`` nodes known: ``redis_cluster.ready``), with the slots it serves;
-    a node that answers PING but is not (yet) part of a healthy cluster is not ready."""
+    every slot served, all ``size`` nodes known: ``redis_cluster.ready``), with the slots it
+    serves; a node that answers PING but is not (yet) part of a healthy cluster is not ready. In a
+    cluster with replicas (``--ha``) its role too: "cluster ok, master, 1 replica, slots
+    0-5460", "cluster ok, replica, in sync"; a replica not in sync with its master is not
+    ready (so startup waits until every master has its replica attached)."""
     address = f"[{host}]" if ":" in host else host
     try:
         async with resp.Connection.open(f"redis://{address}:{port}", timeout=PROBE_TIMEOUT) as connection:
-            info, nodes = await connection.pipeline([("CLUSTER", "INFO"), ("CLUSTER", "NODES")])
+            info, nodes, role = await connection.pipeline(
+                [("CLUSTER", "INFO"), ("CLUSTER", "NODES"), ("ROLE",)])
     except (resp.RedisError, OSError, trio.TooSlowError):
         return None
-    if not isinstance(info, bytes) or not isinstance(nodes, bytes):
+    if not isinstance(info, bytes) or not isinstance(nodes, bytes) or not isinstance(role, list):
         return None  # refused: not a cluster node
     if not redis_cluster.ready(redis_cluster.parse_info(info.decode()), size):
         return None
-    return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
+    if size == redis_cluster.NODES:  # no replicas
+        return f"cluster ok, slots {redis_cluster.own_slots(nodes.decode()) or 'none'}"
+    described = redis_cluster.describe_role(role)
+    if described is None:
+        return None
+    slots = redis_cluster.own_slots(nodes.decode())
+    return f"cluster ok, {described}" + (f", slots {slots}" if slots else "")
 
 
 def postgres_probe_of(host: str, port: int) -> Callable[[], Any]:

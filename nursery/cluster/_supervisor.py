@@ -17,7 +17,9 @@ of ``redis_cluster.NODES`` masters instead (children ``redis-1``.., files in
 each answers PING, ready once each reports the whole cluster healthy. A new cluster on every
 ``up`` (new ports); a node that dies is restarted on its ports with its nodes.conf and rejoins
 with its slots (its data is gone: nothing is persisted). The instances get the first node's
-URL and ``NURSERY_REDIS_CLUSTER=true``.
+URL and ``NURSERY_REDIS_CLUSTER=true``. With ``--ha`` (and no Redis URL) the cluster has a
+replica per master (six nodes; ``_ha.watch_roles`` keeps their roles in the state file); a crashed
+node is restarted only once its replica had time to take over (``Child.restart_delay``).
 
 PostgreSQL runs in the foreground as a child like the others (``postgres -D DIR/pg``, as the
 ``postgres`` user when we are root), so a crash is seen and restarted the same way; it starts
@@ -98,7 +100,6 @@ class Supervisor:
         self.roll_wanted = trio.Event()
         self.startup_scope = trio.CancelScope()
         self.ha_nodes: list[Any] = []  # the Patroni nodes of --ha (_patroni.Node)
-        self.redis_replicas = 1 if config.ha else 0  # per master of our own Redis Cluster
 
     # -- building the children ------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class Supervisor:
                 stop_signal=signal.SIGINT))
         if config.ha and not config.database_url:
             self._plan_ha(base_env)
-        if not config.redis_url and config.redis_cluster:
+        if not config.redis_url and config.uses_redis_cluster:
             self._plan_redis_cluster(base_env)
         elif not config.redis_url:
             port = free_port(config.host)
@@ -134,7 +135,7 @@ class Supervisor:
             env = {**base_env,
                    "NURSERY_DATABASE_URL": self.database_url,
                    "NURSERY_REDIS_URL": self.redis_url,
-                   "NURSERY_REDIS_CLUSTER": "true" if config.redis_cluster else "false",
+                   "NURSERY_REDIS_CLUSTER": "true" if config.uses_redis_cluster else "false",
                    "NURSERY_SECRET_KEY": secret_key,
                    "NURSERY_INSTANCE_NAME": name,
                    "NURSERY_DRAIN_DELAY": f"{config.effective_drain_delay:g}",
@@ -202,25 +203,33 @@ class Supervisor:
         # earlier run would name peers on the old ones.
         shutil.rmtree(root, ignore_errors=True)
         taken = {*config.instance_ports, config.proxy_port}
+        nodes = redis_cluster.NODES * (1 + config.redis_replicas)
         ports: list[int] = []
-        # --ha: a replica per master (Redis Cluster promotes it when its master fails)
-        count = redis_cluster.NODES * (1 + self.redis_replicas)
-        while len(ports) < 2 * count:  # a client and a bus port per node
+        while len(ports) < 2 * nodes:  # a client and a bus port per node
             if (port := free_port(config.host)) not in taken:
                 taken.add(port)
                 ports.append(port)
-        for i in range(count):
+        for i in range(nodes):
             port, bus_port = ports[2 * i], ports[2 * i + 1]
             node_dir = root / f"node-{i + 1}"
             node_dir.mkdir(parents=True)
-            self.children.append(Child(
+            child = Child(
                 f"redis-{i + 1}", "redis-node",
                 [config.redis_server, "--port", str(port), "--bind", config.host, "--save", "",
                  "--appendonly", "no", "--dir", str(node_dir), "--daemonize", "no",
                  *redis_cluster.node_args(bus_port=bus_port, directory=node_dir)],
                 base_env, config.host, port, logs / f"redis-{i + 1}.log",
-                redis_cluster_probe_of(config.host, port, count)))
-        self.redis_url = f"redis://{config.host}:{ports[0]}/0"  # a seed: clients find the rest
+                redis_cluster_probe_of(config.host, port, nodes))
+            if config.redis_replicas:
+                # Back before its replica took over, a crashed master (no persistence) would
+                # serve its slots again empty; later, it rejoins as that replica's replica.
+                child.restart_delay = redis_cluster.failover_time(redis_cluster.NODE_TIMEOUT_MS)
+                child.info = {"role": None}
+            self.children.append(child)
+        urls = [f"redis://{config.host}:{port}/0" for port in ports[::2]]
+        # A seed: clients find the rest. With replicas, every node: an instance starting
+        # while one is down (being replaced) still finds the cluster.
+        self.redis_url = ",".join(urls) if config.redis_replicas else urls[0]
 
     # -- state file -----------------------------------------------------------------------
 
@@ -233,7 +242,7 @@ class Supervisor:
             "caddy_admin": self.caddy_admin,
             "database": {**self.database_info, "url": redact(self.database_url)},
             "redis_url": self.redis_url,
-            "redis_cluster": self.config.redis_cluster,
+            "redis_cluster": self.config.uses_redis_cluster,
             "health_interval": self.config.health_interval,
             "drain_delay": self.config.effective_drain_delay,
             "shutdown_timeout": self.config.shutdown_timeout,
@@ -284,7 +293,7 @@ class Supervisor:
                     continue
                 if uptime >= STABLE_AFTER:
                     failures = 0
-                delay = min(MAX_BACKOFF, INITIAL_BACKOFF * 2**failures)
+                delay = max(child.restart_delay, min(MAX_BACKOFF, INITIAL_BACKOFF * 2**failures))
                 failures += 1
                 child.crashes += 1
                 log.warning("%s exited unexpectedly with %s; restarting in %.1f s (see %s)",
@@ -373,7 +382,7 @@ class Supervisor:
                                        f"{child.log_path} ends:\n{log_tail(child.log_path)}")
                 await trio.sleep(POLL)
         argv = redis_cluster.create_argv(self.config.redis_cli, self.config.host, [c.port for c in nodes],
-                                         self.redis_replicas)
+                                         self.config.redis_replicas)
         log.info("forming the Redis Cluster: %s", " ".join(argv))
         output_path = self.directory / LOG_DIR / "redis-cluster-create.log"
         with trio.move_on_after(max(1.0, deadline - trio.current_time())) as waited:
@@ -402,13 +411,12 @@ class Supervisor:
             if stage is patroni and patroni:
                 leader = await _ha.until_primary(patroni, self.ha_nodes, self.config.ready_timeout)
                 log.info("PostgreSQL leader: %s", leader)
-            if stage is redis_nodes and redis_nodes and self.config.ha:
+            if stage is redis_nodes and redis_nodes and self.config.redis_replicas:
                 await _ha.until_replicas_linked(redis_nodes, self.config.ready_timeout)
             if stage is postgres and self.postgres is not None:
                 await trio.to_thread.run_sync(self.postgres.create_database_if_missing)
-        if self.config.ha:
-            nursery.start_soon(_ha.watch_roles, patroni + redis_nodes, self.ha_nodes,
-                               self.write_state)
+        if patroni or (redis_nodes and self.config.redis_replicas):
+            nursery.start_soon(_ha.watch_roles, patroni + redis_nodes, self.ha_nodes, self.write_state)
 
     async def stop_all(self) -> None:
         self.state = "stopping"

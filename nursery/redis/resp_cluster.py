@@ -59,7 +59,7 @@ import trio
 from nursery.logs import redact
 from nursery.redis import resp
 from nursery.redis.resp import Commands
-from nursery.redis.resp_slots import Topology, command_slot, key_slot
+from nursery.redis.resp_slots import Topology, command_slot, key_slot, seed_urls
 
 __all__ = ["ClusterClient", "Commands", "ShardUnavailable", "Topology", "key_slot",
            "open_redis_client", "run_scripts"]
@@ -119,7 +119,7 @@ class ClusterClient(Commands):
     Cancelling a call cancels every part of it: commands already written may have run."""
 
     def __init__(self, seed_url: str, timeout: float, nursery: trio.Nursery) -> None:
-        self.topology = Topology([seed_url], timeout=timeout)
+        self.topology = Topology(seed_urls(seed_url), timeout=timeout)
         self._timeout = timeout
         self._nursery = nursery
         self._clients: dict[str, resp.Client] = {}
@@ -131,7 +131,8 @@ class ClusterClient(Commands):
     @asynccontextmanager
     async def open(cls, seed_url: str, *, timeout: float) -> AsyncIterator[ClusterClient]:
         """Nothing is contacted before the first command (which learns the topology from
-        ``seed_url``); every connection closes on exit."""
+        ``seed_url``: one node, or several separated by commas); every connection closes on
+        exit."""
         async with trio.open_nursery() as nursery:
             try:
                 yield cls(seed_url, timeout, nursery)

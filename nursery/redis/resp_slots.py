@@ -5,7 +5,9 @@
                   when numkeys is not 0), or None for a command without a key
     Topology      which master serves which slot, as the cluster last said (``CLUSTER
                   SHARDS``; ``CLUSTER SLOTS`` before Redis 7), refreshed on demand from any
-                  node it knows
+                  node it knows (seeds, masters, and replicas: a replica answers too)
+    seed_urls     the nodes a URL names: one, or several separated by commas, so that a
+                  process starting while one node is down still finds the cluster
 
 ``resp_cluster.ClusterClient`` routes by these.
 """
@@ -43,6 +45,15 @@ def key_slot(key: bytes | str) -> int:
     return binascii.crc_hqx(data, 0) % SLOTS  # CRC16/XMODEM (polynomial 0x1021, initial 0)
 
 
+def seed_urls(url: str) -> list[str]:
+    """``redis://a:7000/0,redis://b:7000/0`` → each node's URL (any one is enough to learn
+    the rest while it answers). Raises ``ValueError`` for a URL that is not Redis's."""
+    seeds = [part.strip() for part in url.split(",") if part.strip()]
+    for seed in seeds:
+        resp.Address.from_url(seed)
+    return seeds
+
+
 def command_slot(command: resp.Command) -> int | None:
     """The slot ``command`` must be sent to: its key's (argument 1; argument 3 for the script
     commands when numkeys is not 0); None for a command without a key (any master)."""
@@ -78,6 +89,7 @@ class Topology:
         self._timeout = timeout
         self._owners: list[str | None] = [None] * SLOTS
         self.ranges: list[tuple[int, int, str]] = []  # (first, last, master URL), by first slot
+        self.replicas: list[str] = []  # URLs, as last learnt: asked too when refreshing
 
     @property
     def masters(self) -> list[str]:
@@ -100,8 +112,8 @@ class Topology:
         """Ask every known master and every seed at once; the first complete answer replaces
         the slot map. Within ``timeout``; raises ``resp.ConnectionLost`` (the map unchanged)
         when none answers. Cancelling it leaves the map unchanged."""
-        candidates = list(dict.fromkeys([*self.masters, *self._seeds]))
-        answers: list[list[tuple[int, int, str]]] = []
+        candidates = list(dict.fromkeys([*self.masters, *self.replicas, *self._seeds]))
+        answers: list[tuple[list[tuple[int, int, str]], list[str]]] = []
         failures: list[str] = []
         with trio.move_on_after(self._timeout):
             async with trio.open_nursery() as nursery:
@@ -110,7 +122,7 @@ class Topology:
         if not answers:
             reasons = "; ".join(failures) or f"no answer within {self._timeout} s"
             raise resp.ConnectionLost(f"no Redis Cluster node told its slots: {reasons}")
-        ranges = sorted(answers[0])
+        ranges, self.replicas = sorted(answers[0][0]), answers[0][1]
         if self.ranges and ranges != self.ranges:
             log.info("Redis Cluster slots now: %s", _describe_ranges(ranges))
         owners: list[str | None] = [None] * SLOTS
@@ -131,21 +143,23 @@ class Topology:
                 ranges.append((index, index, owner))
         self.ranges = ranges
 
-    async def _ask(self, url: str, answers: list[list[tuple[int, int, str]]], failures: list[str],
-                   done: trio.CancelScope) -> None:
+    async def _ask(self, url: str, answers: list[tuple[list[tuple[int, int, str]], list[str]]],
+                   failures: list[str], done: trio.CancelScope) -> None:
         try:
             async with resp.Connection.open(url, timeout=self._timeout) as connection:
-                ranges = await self._slot_map(connection, url)
+                ranges, replicas = await self._slot_map(connection, url)
         except resp.RECOVERABLE as exc:
             failures.append(f"{redact(url)}: {exc or type(exc).__name__}")
             return
         if not ranges:  # a node not (yet) part of a cluster: no answer
             failures.append(f"{redact(url)} serves no slots")
             return
-        answers.append(ranges)
+        answers.append((ranges, replicas))
         done.cancel()
 
-    async def _slot_map(self, connection: resp.Connection, url: str) -> list[tuple[int, int, str]]:
+    async def _slot_map(self, connection: resp.Connection, url: str
+                        ) -> tuple[list[tuple[int, int, str]], list[str]]:
+        """The (first, last, master URL) ranges, and the replicas' URLs."""
         asked = resp.Address.from_url(url)
 
         def node(endpoint: bytes | None, port: int) -> str:
@@ -157,19 +171,20 @@ class Topology:
             shards = await connection.call("CLUSTER", "SHARDS")
         except resp.ReplyError:  # before Redis 7: [[first, last, [host, port, id], replicas...]]
             return [(first, last, node(master[0], int(master[1])))
-                    for first, last, master, *_ in await connection.call("CLUSTER", "SLOTS")]
-        ranges = []
+                    for first, last, master, *_ in await connection.call("CLUSTER", "SLOTS")], []
+        ranges, replicas = [], []
         for shard in shards:
             fields = _pairs(shard)
             for member in map(_pairs, fields[b"nodes"]):
-                if member.get(b"role") != b"master":
-                    continue
                 port = member.get(b"tls-port") if asked.tls else None
-                url_of_master = node(member.get(b"endpoint"), int(port or member[b"port"]))
+                url_of_member = node(member.get(b"endpoint"), int(port or member[b"port"]))
+                if member.get(b"role") != b"master":
+                    replicas.append(url_of_member)
+                    continue
                 slots = fields[b"slots"]  # first, last, first, last...
-                ranges += [(int(first), int(last), url_of_master)
+                ranges += [(int(first), int(last), url_of_member)
                            for first, last in zip(slots[::2], slots[1::2], strict=True)]
-        return ranges
+        return ranges, replicas
 
 
 def _pairs(flat: list[Any]) -> dict[bytes, Any]:

@@ -275,6 +275,8 @@ def test_the_ha_override_runs_patroni_nodes_and_redis_replicas_as_cluster_up_ha_
         assert hosts == ["postgres:5432", "pg-2:5432", "pg-3:5432"]
         assert settings.database_url.endswith("?target_session_attrs=read-write")
         assert settings.db_timeout >= 10 and settings.redis_cluster is True
+        assert settings.redis_url == ",".join(  # every node a seed
+            f"redis://{node}:6379/0" for node in ("redis", "redis-2", "redis-3", "redis-4", "redis-5", "redis-6"))
     script = " ".join(services["redis-cluster-init"]["command"])
     assert "--cluster-replicas 1 --cluster-yes" in script
     assert all(f"getent hosts {node} " in script for node in
