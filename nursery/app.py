@@ -310,11 +310,9 @@ def create_edge(services: Services) -> Edge:
                 max_fragments=settings.ws_max_fragments,
                 frame_rate=settings.ws_frame_rate,
             ),
-            # Behind the proxy, the proxy is every connection's peer: the cap is the proxy's.
-            connections_per_client=(
-                None if settings.trust_proxy_headers else settings.http_connections_per_client
-            ),
+            connections_per_client=settings.http_connections_per_client,
             uncapped_peers=settings.http_uncapped_peers,
+            trust_proxy_headers=settings.trust_proxy_headers,
         ),
         hardening=Hardening(parse_origins(settings.cors_origins)),
         errors=ErrorShape(graphql_paths=frozenset({GRAPHQL_PATH})),

@@ -161,8 +161,8 @@ class Settings:
     )
     http_connections_per_client: int = _setting(
         256, COUNT,
-        "open connections per client address, counted at accept (more: 429 and close); off "
-        "with NURSERY_TRUST_PROXY_HEADERS (every connection is the proxy's)",
+        "open connections per client address, counted at accept (more: 429 and close); with "
+        "NURSERY_TRUST_PROXY_HEADERS, open websockets per address the proxy saw (more: 429)",
     )
     http_uncapped_peers: tuple[IPNetwork, ...] = _setting(
         "127.0.0.0/8,::1", NETWORKS,

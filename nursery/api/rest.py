@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from nursery.api.errors import JSON, json_response
-from nursery.api.security import client_address
 from nursery.edge.http import Request, Response
+from nursery.edge.peers import client_address
 from nursery.edge.router import Router
 from nursery.errors import InvalidInput
 from nursery.models import Change, rendered

@@ -57,11 +57,3 @@ class Hardening:
             ]
 
 
-def client_address(forwarded_for: str | None, peer: str | None, trust_proxy_headers: bool) -> str:
-    """The caller's address; behind our proxy, the one it saw (the last X-Forwarded-For hop,
-    which the proxy appended: earlier hops are whatever the client claimed)."""
-    if trust_proxy_headers and forwarded_for:
-        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
-        if hops:
-            return hops[-1]
-    return peer or "unknown"

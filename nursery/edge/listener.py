@@ -12,9 +12,11 @@ What every response gets is decided here, once (``finish``): the hardening heade
 metrics and its access log line.
 
 Accepting is bounded too: a peer address over ``EdgeLimits.connections_per_client`` open
-connections gets a 429 and a close before anything is read (never the trusted proxy nor the
-``uncapped_peers``), and when the process is out of file descriptors the listener backs off
-(0.1 s doubling to 2 s) and says so at most once a minute instead of spinning.
+connections gets a 429 and a close before anything is read (never the ``uncapped_peers``);
+behind a trusted proxy the same cap counts each client's open websockets by the address the
+proxy saw, refused with a 429 instead of the 101 (``peers``: why there). And when the process
+is out of file descriptors the listener backs off (0.1 s doubling to 2 s) and says so at most
+once a minute instead of spinning.
 
 Shutdown (driven by ``server.py``): ``stop_accepting`` closes the listener; ``wait_idle``
 waits until no request is being answered and no websocket is open; cancelling ``serve``
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import socket
 import time
@@ -38,6 +39,7 @@ import trio
 from nursery import logs
 from nursery.edge import asgi
 from nursery.edge.http import HttpLimits, Request, Response, send_all, serve_http, write_response
+from nursery.edge.peers import LOOPBACK, AddressCounts, IPNetwork, client_address
 from nursery.edge.router import Router, SocketRoute
 from nursery.edge.websocket import FrameLimits, WebSocket, accept_key
 from nursery.errors import NurseryError
@@ -58,8 +60,6 @@ REFUSALS_LINGERING = 64
 RECEIVE_DRAIN = 4096
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-LOOPBACK: tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 _TOO_MANY_CONNECTIONS_BODY = (
     b'{"error": {"code": "too_many_connections", "message": "too many open connections from '
@@ -93,11 +93,13 @@ class ErrorShape(Protocol):
 class EdgeLimits:
     http: HttpLimits = HttpLimits()
     websocket: FrameLimits = FrameLimits()  # what one websocket's client may cost
-    # Open connections per client address, counted at accept on the socket's peer; None: no
-    # cap (behind a trusted proxy every connection comes from the proxy). Peers in
-    # ``uncapped_peers`` (the proxy, load generators on the same host) are never capped.
+    # Open connections per client address (None: no cap): counted at accept on the socket's
+    # peer; with ``trust_proxy_headers`` (every connection is the proxy's), open websockets
+    # per address the proxy saw instead. Addresses in ``uncapped_peers`` (the proxy, load
+    # generators on the same host) are never capped.
     connections_per_client: int | None = 256
     uncapped_peers: tuple[IPNetwork, ...] = LOOPBACK
+    trust_proxy_headers: bool = False
 
 
 class InFlight:
@@ -147,7 +149,12 @@ class Edge:
         self.in_flight = InFlight()
         self._listener: socket.socket | None = None
         self._server: tuple[str, int] = ("", 0)
-        self._per_client: dict[str, int] = {}  # open connections of the capped addresses
+        # Open connections per peer address, counted at accept (clients connect directly);
+        # behind a trusted proxy, open websockets per address the proxy saw.
+        cap = limits.connections_per_client
+        self._per_peer = AddressCounts(None if limits.trust_proxy_headers else cap, limits.uncapped_peers)
+        self._websockets_per_client = AddressCounts(
+            cap if limits.trust_proxy_headers else None, limits.uncapped_peers)
         self._refused_connections = 0  # since last logged
         self._refusals_logged_at = -ACCEPT_LOG_PERIOD
         self._lingering = 0  # refused connections being answered
@@ -212,30 +219,10 @@ class Edge:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 host = address[0]
-                if not self._admit(host):
+                if not self._per_peer.admit(host):
                     self._refuse_connection(sock, nursery)
                     continue
                 nursery.start_soon(self._connection, sock, address[:2])
-
-    def _admit(self, host: str) -> bool:
-        """Count a new connection from ``host``; False if its address is over the cap."""
-        cap = self._limits.connections_per_client
-        if cap is None or _uncapped(host, self._limits.uncapped_peers):
-            return True
-        count = self._per_client.get(host, 0)
-        if count >= cap:
-            return False
-        self._per_client[host] = count + 1
-        return True
-
-    def _release(self, host: str) -> None:
-        count = self._per_client.get(host)
-        if count is None:
-            return  # an uncapped peer
-        if count > 1:
-            self._per_client[host] = count - 1
-        else:
-            del self._per_client[host]
 
     def _refuse_connection(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         """429 to a connection over its address's cap, then close: no request is read."""
@@ -281,7 +268,7 @@ class Edge:
             # A bug serving one connection must not take the instance down with it.
             log.exception("a connection failed")
         finally:
-            self._release(client[0])
+            self._per_peer.release(client[0])
             trio.lowlevel.notify_closing(sock)
             sock.close()
 
@@ -352,11 +339,22 @@ class Edge:
                 f"sec-websocket-accept: {accept_key(request.headers['sec-websocket-key'])}"]
         if chosen is not None:
             head.append(f"sec-websocket-protocol: {chosen}")
-        sent = False
-        with trio.move_on_after(self.send_timeout):
-            sent = await send_all(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        if sent:
-            await self._run_websocket(sock, request, leftover, route, chosen)
+        address = client_address(request.headers.get("x-forwarded-for"), request.client[0],
+                                 self._limits.trust_proxy_headers)
+        if not self._websockets_per_client.admit(address):
+            response = self.error(request, 429, "too_many_connections",
+                                  "too many open connections from this address")
+            with trio.move_on_after(self.send_timeout):
+                await write_response(sock, self, request, response, keep_alive=False)
+            return
+        try:
+            sent = False
+            with trio.move_on_after(self.send_timeout):
+                sent = await send_all(sock, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            if sent:
+                await self._run_websocket(sock, request, leftover, route, chosen)
+        finally:
+            self._websockets_per_client.release(address)
 
     async def _run_websocket(
         self, sock: socket.socket, request: Request, leftover: bytes, route: SocketRoute,
@@ -379,14 +377,6 @@ class Edge:
         if outcome is not None:
             logs.websocket(request.path, outcome.code, outcome.reason, time.perf_counter() - started,
                            outcome.frames_in, outcome.frames_out, request.who)
-
-
-def _uncapped(host: str, networks: tuple[IPNetwork, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 def _handshake_refusal(request: Request) -> tuple[int, str, str] | None:

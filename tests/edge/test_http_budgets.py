@@ -174,6 +174,41 @@ async def test_loopback_peers_are_not_capped_by_default(nursery: trio.Nursery) -
             await stream.aclose()
 
 
+def handshake(forwarded_for: str) -> bytes:
+    return (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"X-Forwarded-For: " + forwarded_for.encode() + b"\r\n\r\n")
+
+
+async def test_behind_the_proxy_the_cap_counts_each_clients_websockets(nursery: trio.Nursery) -> None:
+    """Behind a trusted proxy every connection is the proxy's: plain connections are not
+    capped (it pools them), a client's open websockets are, by the address the proxy saw."""
+    served = await start_edge(nursery, EdgeLimits(connections_per_client=1, uncapped_peers=(),
+                                                  trust_proxy_headers=True))
+    with trio.fail_after(10):
+        pooled = [await served.connect() for _ in range(3)]
+        for stream in pooled:
+            await stream.send_all(get_headers())
+            assert statuses(await read_until(stream, closed=False)) == [200]
+
+        first = await served.connect()
+        await first.send_all(handshake("198.51.100.9, 203.0.113.7"))  # the proxy's hop is last
+        assert b"101 Switching Protocols" in await first.receive_some(4096)
+        refused = await exchange(served, handshake("203.0.113.7"))
+        assert statuses(refused) == [429] and b"too_many_connections" in refused
+        other = await served.connect()
+        await other.send_all(handshake("203.0.113.8"))
+        assert b"101 Switching Protocols" in await other.receive_some(4096)
+
+        await first.aclose()  # the edge sees the close; the address has room again
+        await trio.testing.wait_all_tasks_blocked()
+        again = await served.connect()
+        await again.send_all(handshake("203.0.113.7"))
+        assert b"101 Switching Protocols" in await again.receive_some(4096)
+        for stream in [*pooled, other, again]:
+            await stream.aclose()
+
+
 async def test_out_of_file_descriptors_is_said_once_and_backed_off(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture,
 ) -> None:

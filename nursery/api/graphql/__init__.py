@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Response
 
-from nursery.api.security import client_address
 from nursery.config import Settings
 from nursery.edge.http import Request
+from nursery.edge.peers import client_address
 from nursery.edge.router import Router, SocketOutcome
 from nursery.edge.websocket import WebSocket
 from nursery.protocol import graphql_ws

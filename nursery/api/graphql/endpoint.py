@@ -18,7 +18,7 @@ from graphql import OperationType
 from quart import Response, request
 
 from nursery.api.errors import json_dumps
-from nursery.api.security import client_address
+from nursery.edge.peers import client_address
 from nursery.protocol.graphql_ws import bearer_token
 from nursery.service.accounts import Accounts
 from nursery.service.todos import Todos
