@@ -31,6 +31,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _RULED = frozenset({b"host", b"transfer-encoding", b"content-length", b"expect"})
 # A request line: when llhttp finds no method it knows, a well-formed one is a 501, not a 400.
+_VERSIONLESS_LINE = re.compile(rb"(?:\A|\n)[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^ \r\n]+\r?\n")
 _REQUEST_LINE = re.compile(rb"(?:\A|\n)([!#$%&'*+.^_`|~0-9A-Za-z-]+) [^ \r\n]+ HTTP/1\.[01]\r\n")
 
 Refusal = tuple[int, str, str]  # (status, code, message): answered, then the connection closed
@@ -165,6 +166,12 @@ class RequestReader:
                     self._set_refusal(400, "malformed", "not a valid HTTP/1.1 request")
             else:
                 self._count(len(chunk))
+                if (self.started and not self.head_done and self._version == "0.0"
+                        and not self._completed and _VERSIONLESS_LINE.search(chunk)):
+                    # An HTTP/0.9 request line: llhttp waits for a head that will never come;
+                    # refused now, as h11 does, not at the deadline. (Only in a read where no
+                    # request ended: then all of it is this request's line, no body.)
+                    self._set_refusal(400, "malformed", "HTTP/0.9 is not supported")
 
     def _count(self, size: int) -> None:
         """Add a read to the running total of the request being read (its head, chunk

@@ -89,6 +89,7 @@ CASES: list[tuple[str, bytes, list[int]]] = [
     ("HTTP/2.0", get(version="2.0") + AFTER, [505]),
     ("HTTP/3.0", get(version="3.0") + AFTER, [505]),
     ("HTTP/0.9", b"GET /headers\r\n\r\n" + AFTER, [400]),
+    ("HTTP/0.9 line alone: refused at once, not at the deadline", b"GET /headers\r\n", [400]),
     ("HTTP/1.0 closes", get(version="1.0") + AFTER, [200]),
     ("HTTP/1.0 keep-alive", get("/headers", "Connection: keep-alive", version="1.0") + AFTER, [200, 200]),
     # methods
