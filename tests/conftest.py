@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PrivatePostgres, RedisCluster, RedisServer, new_database, scratch_dir
+from tests.servers import PrivatePostgres, RedisCluster, RedisServer, new_database, running, scratch_dir
 
 
 @pytest.fixture
@@ -40,14 +40,8 @@ def open_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PrivatePostgres]:
-    directory = scratch_dir("nursery-pg-")
-    server = PrivatePostgres(directory, fast=True)
-    try:
-        server.start()
+    with running("nursery-pg-", lambda directory: PrivatePostgres(directory, fast=True)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -60,14 +54,8 @@ def database_url(pg_server: PrivatePostgres) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    directory = scratch_dir("nursery-redis-")
-    server = RedisServer(directory)
-    try:
-        server.start()
+    with running("nursery-redis-", RedisServer) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -78,38 +66,20 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
-    directory = scratch_dir("nursery-own-redis-")
-    server = RedisServer(directory)
-    try:
-        server.start()
+    with running("nursery-own-redis-", RedisServer) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
 def own_postgres() -> Iterator[PrivatePostgres]:
-    directory = scratch_dir("nursery-own-pg-")
-    server = PrivatePostgres(directory, fast=True)
-    try:
-        server.start()
+    with running("nursery-own-pg-", lambda directory: PrivatePostgres(directory, fast=True)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisCluster]:
-    directory = scratch_dir("nursery-redis-cluster-")
-    cluster = RedisCluster(directory)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with running("nursery-redis-cluster-", RedisCluster) as server:
+        yield server
 
 
 @pytest.fixture
@@ -122,11 +92,5 @@ def redis_cluster_url(redis_cluster: RedisCluster) -> str:
 
 @pytest.fixture
 def redis_ha_cluster() -> Iterator[RedisCluster]:
-    directory = scratch_dir("nursery-redis-ha-")
-    cluster = RedisCluster(directory, nodes=6, replicas=1)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    with running("nursery-redis-ha-", lambda directory: RedisCluster(directory, nodes=6, replicas=1)) as server:
+        yield server

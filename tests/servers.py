@@ -28,8 +28,10 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from nursery.cluster import _redis_cluster as redis_cluster
 from nursery.stores.embedded import PrivatePostgres, free_port
@@ -53,6 +55,26 @@ def scratch_dir(prefix: str) -> Path:
         if shutil.disk_usage(RAM_DIR).free >= RAM_DIR_MIN_FREE:
             parent = RAM_DIR
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+class _Server(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> object: ...
+
+
+@contextmanager
+def running[S: _Server](prefix: str, make: Callable[[Path], S]) -> Iterator[S]:
+    """``make(directory)`` started in a new scratch directory; stopped, and the directory
+    removed, when the block ends (what every server fixture does)."""
+    directory = scratch_dir(prefix)
+    server = make(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def new_database(server: PrivatePostgres) -> str:

@@ -15,31 +15,19 @@ import pytest
 
 from tests.cluster.faults import Deployment
 from tests.cluster.support import RunningCluster, require_caddy, start_cluster
-from tests.servers import PrivatePostgres, RedisServer, scratch_dir
+from tests.servers import PrivatePostgres, RedisServer, running, scratch_dir
 
 
 @pytest.fixture(scope="package")
 def cluster_postgres() -> Iterator[PrivatePostgres]:
-    directory = scratch_dir("nursery-cluster-pg-")
-    server = PrivatePostgres(directory, fast=True)
-    try:
-        server.start()
+    with running("nursery-cluster-pg-", lambda directory: PrivatePostgres(directory, fast=True)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
 def cluster_redis() -> Iterator[RedisServer]:
-    directory = scratch_dir("nursery-cluster-redis-")
-    server = RedisServer(directory)
-    try:
-        server.start()
+    with running("nursery-cluster-redis-", RedisServer) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
