@@ -192,22 +192,30 @@ class RawClient:
         return self.received
 
 
+async def handshake(stream: trio.SocketStream, host: str, path: str,
+                    subprotocol: str | None = None) -> bytes:
+    """A websocket handshake on a raw stream; what the server sent after its 101 (frames)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    extra = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
+    await stream.send_all((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = await stream.receive_some(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return head.split(b"\r\n\r\n", 1)[1]
+
+
 @asynccontextmanager
 async def raw_client(address: tuple[str, int], path: str = "/echo") -> AsyncIterator[RawClient]:
     stream = await trio.open_tcp_stream(*address)
     async with stream:
-        key = base64.b64encode(os.urandom(16)).decode()
-        await stream.send_all((f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(4096)
-            assert chunk, head
-            head += chunk
-        assert head.startswith(b"HTTP/1.1 101"), head
+        leftover = await handshake(stream, "localhost", path)
         client = RawClient(stream)
-        client._buffer += head.split(b"\r\n\r\n", 1)[1]
+        client._buffer += leftover
         yield client
 
 

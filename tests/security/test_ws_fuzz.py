@@ -15,7 +15,6 @@ observer see the whole run. NURSERY_WS_FUZZ_EXAMPLES sets the number of examples
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from hypothesis import strategies as st
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from nursery.config import Settings
+from tests.edge.echo import handshake
 from tests.harness import Instance, User, hello, login, register, start_instance
 from tests.security.world import closed_with, frame
 
@@ -331,17 +331,7 @@ RAW_CASES: list[tuple[str, bytes, set[int | None]]] = [
 async def raw_socket(instance: Instance, path: str, subprotocol: str | None) -> trio.SocketStream:
     host, port = instance.url.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    extra = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
-    await stream.send_all((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = await stream.receive_some(4096)
-        assert chunk, head
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
+    assert await handshake(stream, host, path, subprotocol) == b""  # the server speaks second
     return stream
 
 
