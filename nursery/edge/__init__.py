@@ -4,7 +4,9 @@
     http       one connection's HTTP/1.1: answering in order, deadlines, writing responses
     reader     requests from bytes (httptools), their rules and byte budgets; no I/O
     router     the edge's routes: REST handlers and websocket endpoints
-    websocket  RFC 6455: the handshake and frames, as a session ``Transport``
+    websocket  RFC 6455 on a socket: reading frames within budgets, writing, closing
+    frames     RFC 6455's wire format and ``FrameLimits``; no I/O
+    peers      a request's client address, open connections per address
     asgi       what the edge does not serve itself goes to the Quart app
 
 Why not Hypercorn: see bench/README.md (memory and CPU per websocket and per request).

@@ -31,20 +31,30 @@ rest of the frame or message (Autobahn 6.4.x "fail fast").
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import enum
-import hashlib
 import socket
 import struct
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from nursery.edge.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_answer,
+    frame,
+    unmask,
+)
+from nursery.edge.frames import FrameLimits as FrameLimits
+from nursery.edge.frames import accept_key as accept_key
+from nursery.edge.frames import close_payload as close_payload
 from nursery.protocol.close_codes import (
     BAD_MESSAGE,
     NOT_TEXT,
@@ -53,41 +63,16 @@ from nursery.protocol.close_codes import (
     ProtocolError,
     TransportClosed,
 )
-from nursery.rates import Rate
 
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CLOSE_GRACE = 1.0  # seconds to wait for the peer's close frame after ours
 RECEIVE_BUFFER = 65536
 WRITEV_MAX = 64  # frames per sendmsg
 FRAMES_PER_CHECKPOINT = 128  # frames parsed before the task yields (well under 1 ms of work)
 
-OP_CONTINUATION, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
-OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
-
-# Close codes a peer may send (RFC 6455 7.4.1 and the IANA registry); others are a violation.
-_VALID_CLOSE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
-
 # One receive buffer for the whole process: a read is parsed before the next read anywhere.
 _received = bytearray(RECEIVE_BUFFER)
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
-
-@dataclass(frozen=True, slots=True)
-class FrameLimits:
-    """What one websocket's client may cost (see the module's budgets)."""
-
-    max_message: int = 64 * 1024  # bytes of one message, all its frames together
-    max_fragments: int = 1024  # frames of one message: 64 KiB in 64-byte pieces
-    frame_rate: Rate = Rate(2000, 1.0)  # frames of any kind, bursts included
-    # The frame rate's GCRA, worked out once: each frame's cost, and how far ahead of now
-    # the frames may run (``per``; a millionth more: a float's rounding is not a frame too many).
-    frame_interval: float = field(init=False)
-    frame_burst: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "frame_interval", self.frame_rate.interval)
-        object.__setattr__(self, "frame_burst", self.frame_rate.per * 1.000001)
 
 
 class _Pause(enum.Enum):
@@ -111,45 +96,6 @@ class _Message:
         self.frames = 0  # frames received whole
         self.decoder = _utf8_decoder() if opcode == OP_TEXT else None
         self.checked = 0  # payload bytes of the incomplete head frame already decoded
-
-
-def accept_key(key: str) -> str:
-    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key``; ``ValueError`` if the
-    key is not 16 bytes in base64."""
-    try:
-        raw = base64.b64decode(key.encode(), validate=True)
-    except (binascii.Error, UnicodeError):
-        raise ValueError("Sec-WebSocket-Key is not base64") from None
-    if len(raw) != 16:
-        raise ValueError("Sec-WebSocket-Key is not 16 bytes")
-    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
-
-
-def frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, unfragmented frame (servers do not mask)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
-
-
-def close_payload(code: int, reason: str) -> bytes:
-    """A close frame's body: the code and at most 123 bytes of reason (whole characters)."""
-    data = reason.encode()[:123].decode(errors="ignore").encode()
-    return struct.pack("!H", code) + data
-
-
-def _unmask(data: bytes | bytearray | memoryview, mask: bytes, offset: int = 0) -> bytes:
-    """``data`` XOR the mask, ``data`` starting ``offset`` bytes into the payload."""
-    n = len(data)
-    if not n:
-        return b""
-    if offset % 4:
-        mask = mask[offset % 4:] + mask[:offset % 4]
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data) ^ int.from_bytes(key)).to_bytes(n)
 
 
 class WebSocket:
@@ -339,7 +285,7 @@ class WebSocket:
             return None
         mask = bytes(buffer[start:start + 4])
         checked = message.checked if message is not None and opcode < OP_CLOSE else 0
-        payload = _unmask(buffer[start + 4 + checked:end], mask, checked)
+        payload = unmask(buffer[start + 4 + checked:end], mask, checked)
         return end, fin, opcode, payload
 
     def _check_data_frame(self, opcode: int) -> None:
@@ -369,7 +315,7 @@ class WebSocket:
         if begin >= len(buffer):
             return
         mask = bytes(buffer[start:start + 4])
-        data = _unmask(memoryview(buffer)[begin:], mask, message.checked)
+        data = unmask(memoryview(buffer)[begin:], mask, message.checked)
         message.checked += len(data)
         self._decode(message, data, final=False)
 
@@ -417,7 +363,7 @@ class WebSocket:
             if not self._closed:  # the peer started the handshake: answer it
                 self._closed = True
                 self._drop_queued()
-                self._write(frame(OP_CLOSE, _echo(payload)))
+                self._write(frame(OP_CLOSE, close_answer(payload)))
             raise TransportClosed()
 
     # -- closing --------------------------------------------------------------------------------
@@ -464,18 +410,3 @@ class WebSocket:
         if self._outbox:
             first = self._outbox[0]
             self._outbox = deque([first]) if isinstance(first, memoryview) else None
-
-
-def _echo(payload: bytes) -> bytes:
-    """Our answer to a peer's close frame (RFC 6455 5.5.1): its code if valid; 1002 for a
-    code not allowed or a 1-byte body, 1007 for a reason that is not UTF-8 (as wsproto)."""
-    if len(payload) < 2:
-        return b"" if not payload else close_payload(PROTOCOL_VIOLATION, "")
-    (code,) = struct.unpack_from("!H", payload)
-    if not (code in _VALID_CLOSE or 3000 <= code <= 4999):
-        return close_payload(PROTOCOL_VIOLATION, "")
-    try:
-        payload[2:].decode()
-    except UnicodeDecodeError:
-        return close_payload(NOT_TEXT, "")
-    return struct.pack("!H", code)
