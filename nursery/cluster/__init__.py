@@ -25,7 +25,8 @@ directory (``--dir``, else ``NURSERY_CLUSTER_DIR``, else the last ``up``'s, else
 and routed to by Caddy before the next (see ``_supervisor``). ``down`` is SIGTERM.
 
 Modules: ``_config`` (what to run), ``_run`` (the supervisor's process: ``up``),
-``_supervisor`` (running it), ``_child`` (one supervised process), ``_rolling`` (the rolling
+``_plan`` (its children: command lines, environments, probes), ``_supervisor`` (running
+them), ``_child`` (one supervised process), ``_rolling`` (the rolling
 restart), ``_probes`` (is it answering), ``_state`` (the directory), ``_where`` (which
 directory), ``_tls`` (HTTPS with Caddy's local CA), ``_logs`` (the children's log files and how
 the supervisor words them), ``_prometheus`` (its scrape config), ``_redis_cluster`` (what makes
